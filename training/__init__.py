@@ -1,0 +1,1 @@
+"""Rollouts, behaviour cloning and (later) the ArCHer trainer and its baselines."""
