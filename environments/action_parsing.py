@@ -78,7 +78,7 @@ def _parse_python_call(text: str) -> ToolCall:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
         raise ActionParseError(
-            f"Error: could not parse the action as a tool call ({exc.msg}). "
+            f"Error: the action is not a tool call ({exc.msg}). "
             'Write name(arg="value") or a JSON object with "name" and "arguments".'
         ) from exc
     call = tree.body
