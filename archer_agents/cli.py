@@ -1,0 +1,571 @@
+"""The `archer` command: build models, play, collect, clone, evaluate.
+
+The CLI owns the terminal (rich tables and progress bars); the library only
+logs. A mistake by the user (a missing file, an unknown environment, a bad
+option) ends with one line naming the problem and the fix, exit code 2.
+Set ARCHER_DEBUG=1 to see the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Train LangChain agents with ArCHer (hierarchical multi-turn RL).",
+)
+
+SCRIPTED = ("expert", "weak", "random")
+T = TypeVar("T")
+
+
+class UserError(Exception):
+    """A problem with what the user asked for; shown as one line."""
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Turn user-facing errors into one clear line and exit code 2."""
+    from archer_agents.episode_log import EpisodeLogError
+
+    try:
+        return fn()
+    except (UserError, FileNotFoundError, FileExistsError, EpisodeLogError, ValidationError) as exc:
+        if os.environ.get("ARCHER_DEBUG"):
+            raise
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        console.print(f"[bold red]error:[/] {message}")
+        raise typer.Exit(code=2) from None
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=False,
+    )
+
+
+def _env_factory(env_id: str) -> Callable[[], Any]:
+    from archer_agents.training.rollout import make_env_factory
+
+    try:
+        return make_env_factory(env_id)
+    except ValueError as exc:
+        raise UserError(f"{exc} (see `archer envs`)") from None
+
+
+def _load_policy(path: str) -> Any:
+    from archer_agents.local_policy import LocalPolicy
+
+    if not Path(path).exists() and not _looks_like_hub_id(path):
+        raise UserError(
+            f"policy {path!r} is neither a scripted agent ({', '.join(SCRIPTED)}) nor an "
+            "existing model directory; build one with `archer init-model` or `archer bc`"
+        )
+    return LocalPolicy.from_pretrained(path)
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/")) and os.sep not in name[:1]
+
+
+def _actor(policy: str, *, temperature: float, max_new_tokens: int, seed: int) -> Any:
+    from archer_agents.policy import SamplingParams
+    from archer_agents.training.rollout import PolicyActor, ScriptedActor
+
+    if policy in SCRIPTED:
+        return ScriptedActor(policy, seed=seed)
+    sampling = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
+    return PolicyActor(_load_policy(policy), sampling)
+
+
+def summary_table(title: str, rows: dict[str, Any]) -> Table:
+    """A table of `Summary` rows: success and return with 95% intervals."""
+    table = Table(title=title)
+    for column in ("policy", "success [95% CI]", "return [95% CI]", "turns", "invalid"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for name, s in rows.items():
+        table.add_row(
+            name,
+            f"{s.success.mean:.3f} [{s.success.low:.3f}, {s.success.high:.3f}]",
+            f"{s.mean_return.mean:.2f} [{s.mean_return.low:.2f}, {s.mean_return.high:.2f}]",
+            f"{s.mean_turns:.1f}",
+            f"{s.invalid_action_rate:.1%}",
+        )
+    return table
+
+
+def _collect_with_progress(
+    env_id: str,
+    actor: Any,
+    episodes: int,
+    *,
+    description: str,
+    split: str,
+    num_envs: int,
+    seed: int,
+    writer: Any = None,
+    sweep_tasks: bool = False,
+) -> Any:
+    from archer_agents.training.rollout import collect
+
+    factory = _env_factory(env_id)
+    task_ids = None
+    if sweep_tasks:
+        probe = factory()
+        task_ids = list(probe.unwrapped.task_ids(split))
+        probe.close()
+    with _progress() as progress:
+        task = progress.add_task(description, total=episodes, info="")
+        result = collect(
+            factory,
+            actor,
+            episodes,
+            num_envs=num_envs,
+            split=split,
+            task_ids=task_ids,
+            seed=seed,
+            writer=writer,
+            env_id=env_id,
+            on_episode=lambda _e: progress.advance(task),
+        )
+    return result
+
+
+@app.command("envs")
+def envs_command() -> None:
+    """List the registered environments."""
+    import gymnasium as gym
+
+    from archer_agents.environments import registered_ids
+
+    table = Table(title="archer environments")
+    table.add_column("id")
+    table.add_column("entry point")
+    for env_id in registered_ids():
+        table.add_row(env_id, str(gym.spec(env_id).entry_point))
+    console.print(table)
+
+
+@app.command("init-model")
+def init_model_command(
+    output: Annotated[Path, typer.Argument(help="Directory to write the model and tokenizer to.")],
+    size: Annotated[str, typer.Option(help="Named size: 'test' or 'demo'.")] = "demo",
+    vocab_size: Annotated[int, typer.Option(help="Tokenizer vocabulary size.")] = 2048,
+    seed: Annotated[int, typer.Option(help="Seed for the weights.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing directory.")] = False,
+) -> None:
+    """Build the embedded default model: a small Llama, tokenizer trained on the envs' text."""
+
+    def run() -> None:
+        from archer_agents.tiny_model import MODEL_SIZES, init_model
+        from archer_agents.training.corpus import environment_corpus
+
+        if size not in MODEL_SIZES:
+            raise UserError(f"unknown size {size!r}; choose one of {sorted(MODEL_SIZES)}")
+        if output.exists() and any(output.iterdir()) and not overwrite:
+            raise UserError(f"{output} is not empty; pass --overwrite or choose another directory")
+        with console.status("playing scripted agents for tokenizer text..."):
+            texts = environment_corpus(seed=seed)
+        with console.status(f"training tokenizer and building the {size} model..."):
+            path = init_model(
+                output, texts, size=size, vocab_size=vocab_size, seed=seed, overwrite=overwrite
+            )
+        console.print(f"model written to [bold]{path}[/] ({len(texts)} corpus texts)")
+
+    _run(run)
+
+
+@app.command("play")
+def play_command(
+    env_id: Annotated[str, typer.Argument(help="Environment id, e.g. archer/TwentyQuestions-v0.")],
+    split: Annotated[str, typer.Option(help="Task split: train or test.")] = "train",
+    task_id: Annotated[
+        str | None, typer.Option(help="A task of the split (default: drawn).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Episode seed.")] = 0,
+) -> None:
+    """Play an environment yourself: read the observation, type an action. 'quit' ends."""
+
+    def run() -> None:
+        env = _env_factory(env_id)()
+        options: dict[str, Any] = {"split": split}
+        if task_id is not None:
+            options["task_id"] = task_id
+        try:
+            observation, info = env.reset(seed=seed, options=options)
+        except (KeyError, ValueError) as exc:
+            raise UserError(str(exc).strip("'\"")) from None
+        console.print(f"[dim]task {info.get('task_id')} ({split})[/]")
+        total = 0.0
+        shown = ""
+        while True:
+            console.print(
+                observation[len(shown) :] if observation.startswith(shown) else observation
+            )
+            shown = observation
+            try:
+                action = typer.prompt("action", prompt_suffix="> ")
+            except (EOFError, typer.Abort):
+                console.print("bye")
+                return
+            if action.strip().lower() in {"quit", "exit"}:
+                return
+            observation, reward, terminated, truncated, info = env.step(action)
+            total += reward
+            if info.get("error"):
+                console.print(f"[yellow]{info['error']}[/]")
+            console.print(f"[dim]reward {reward:+.2f}, total {total:+.2f}[/]")
+            if terminated or truncated:
+                console.print(observation[len(shown) :])
+                outcome = "success" if info.get("success") else "no success"
+                console.print(f"[bold]episode over[/]: {outcome}, return {total:+.2f}")
+                return
+
+    _run(run)
+
+
+@app.command("rollout")
+def rollout_command(
+    env_id: Annotated[str, typer.Argument(help="Environment id.")],
+    policy: Annotated[
+        str, typer.Option(help="expert, weak, random, or a model directory.")
+    ] = "expert",
+    episodes: Annotated[int, typer.Option(help="Episodes to play.")] = 100,
+    out: Annotated[Path, typer.Option(help="Episode log (JSONL) to append to.")] = Path(
+        "episodes.jsonl"
+    ),
+    split: Annotated[str, typer.Option(help="Task split.")] = "train",
+    num_envs: Annotated[int, typer.Option(help="Environments played side by side.")] = 32,
+    temperature: Annotated[
+        float, typer.Option(help="Sampling temperature (model policies).")
+    ] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest utterance in tokens.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of the first episode.")] = 0,
+) -> None:
+    """Play episodes with a policy and append them to an episode log."""
+
+    def run() -> None:
+        from archer_agents.episode_log import EpisodeWriter
+        from archer_agents.training.evaluation import summarize
+
+        actor = _actor(policy, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+        with EpisodeWriter(out) as writer:
+            result = _collect_with_progress(
+                env_id,
+                actor,
+                episodes,
+                description="rollout",
+                split=split,
+                num_envs=num_envs,
+                seed=seed,
+                writer=writer,
+            )
+        console.print(summary_table(f"{env_id} ({split})", {policy: summarize(result.episodes)}))
+        console.print(
+            f"{len(result.episodes)} episodes appended to {out} in {result.seconds:.1f}s "
+            f"({result.episodes_per_second:.1f} episodes/s, "
+            f"{result.tokens_per_second:.0f} tokens/s)"
+        )
+
+    _run(run)
+
+
+@app.command("eval")
+def eval_command(
+    env_id: Annotated[str, typer.Argument(help="Environment id.")],
+    policy: Annotated[
+        list[str], typer.Option(help="expert, weak, random or a model dir; repeatable.")
+    ],
+    episodes: Annotated[
+        int, typer.Option(help="Episodes per policy (sweeping the split's tasks).")
+    ] = 200,
+    split: Annotated[str, typer.Option(help="Task split.")] = "test",
+    num_envs: Annotated[int, typer.Option(help="Environments played side by side.")] = 64,
+    temperature: Annotated[
+        float, typer.Option(help="Sampling temperature (model policies).")
+    ] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the first episode.")] = 10_000,
+) -> None:
+    """Evaluate policies on a split: success and return with 95% intervals over tasks."""
+
+    def run() -> None:
+        from archer_agents.training.evaluation import summarize
+
+        rows = {}
+        for name in policy:
+            actor = _actor(name, temperature=temperature, max_new_tokens=32, seed=seed)
+            result = _collect_with_progress(
+                env_id,
+                actor,
+                episodes,
+                description=f"eval {name}",
+                split=split,
+                num_envs=num_envs,
+                seed=seed,
+                sweep_tasks=True,
+            )
+            rows[name] = summarize(result.episodes)
+        console.print(summary_table(f"{env_id} ({split} split)", rows))
+
+    _run(run)
+
+
+@app.command("bc")
+def bc_command(
+    episodes: Annotated[list[Path], typer.Argument(help="Episode logs (JSONL) to clone.")],
+    model: Annotated[str, typer.Option(help="Model directory or hub id to start from.")],
+    out: Annotated[Path, typer.Option(help="Directory for the trained policy.")],
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 1500,
+    batch_size: Annotated[int, typer.Option(help="Utterances per step.")] = 64,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-3,
+    lora: Annotated[
+        bool, typer.Option(help="Train a LoRA adapter instead of all weights.")
+    ] = False,
+    only_successful: Annotated[bool, typer.Option(help="Clone successful episodes only.")] = False,
+    eval_env: Annotated[
+        str | None, typer.Option(help="Evaluate on this environment's test split.")
+    ] = None,
+    eval_episodes: Annotated[int, typer.Option(help="Episodes per evaluation.")] = 200,
+    eval_every: Annotated[int, typer.Option(help="Steps between evaluations (0: end only).")] = 500,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """Behaviour-clone a policy on episode logs and save it."""
+
+    def run() -> None:
+        from archer_agents.episode_log import read_episodes
+        from archer_agents.training.bc import BCConfig
+
+        config = BCConfig(
+            steps=steps,
+            batch_size=batch_size,
+            learning_rate=lr,
+            only_successful=only_successful,
+            eval_every=eval_every,
+            seed=seed,
+        )
+        data, report = read_episodes(episodes)
+        if report.lines_skipped:
+            console.print(f"[yellow]skipped {report.lines_skipped} torn line(s)[/]")
+        policy = _load_trainable(model, lora=lora)
+        _train_bc(policy, data, config, eval_env=eval_env, eval_episodes=eval_episodes, seed=seed)
+        policy.save(out)
+        console.print(f"policy saved to [bold]{out}[/]")
+
+    _run(run)
+
+
+def _load_trainable(model: str, *, lora: bool) -> Any:
+    from archer_agents.local_policy import LocalPolicy, LoraSettings
+
+    if not Path(model).exists() and not _looks_like_hub_id(model):
+        raise UserError(
+            f"model {model!r} does not exist; build one with `archer init-model {model}`"
+        )
+    return LocalPolicy.from_pretrained(model, lora=LoraSettings() if lora else None)
+
+
+def _train_bc(
+    policy: Any,
+    data: list[Any],
+    config: Any,
+    *,
+    eval_env: str | None,
+    eval_episodes: int,
+    seed: int,
+) -> Any:
+    from archer_agents.training.bc import behaviour_clone
+
+    evaluate = None
+    if eval_env is not None:
+        evaluate = _evaluator(policy, eval_env, eval_episodes, seed=seed)
+    with _progress() as progress:
+        task = progress.add_task("behaviour cloning", total=config.steps, info="")
+
+        def on_step(step: int, metrics: dict[str, float]) -> None:
+            info = f"loss {metrics['bc/loss']:.3f}"
+            if "eval/return_mean" in metrics:
+                info += f"  eval return {metrics['eval/return_mean']:.2f}"
+            progress.update(task, completed=step, info=info)
+
+        return behaviour_clone(policy, data, config, evaluate=evaluate, on_step=on_step)
+
+
+def _evaluator(
+    policy: Any, env_id: str, episodes: int, *, seed: int
+) -> Callable[[int], dict[str, float]]:
+    from archer_agents.policy import SamplingParams
+    from archer_agents.training.evaluation import summarize
+    from archer_agents.training.rollout import PolicyActor, collect
+
+    factory = _env_factory(env_id)
+    probe = factory()
+    task_ids = list(probe.unwrapped.task_ids("test"))
+    probe.close()
+
+    def evaluate(step: int) -> dict[str, float]:
+        result = collect(
+            factory,
+            PolicyActor(policy, SamplingParams()),
+            episodes,
+            num_envs=64,
+            split="test",
+            task_ids=task_ids,
+            seed=seed + 10_000,
+            env_id=env_id,
+        )
+        return summarize(result.episodes).metrics("eval")
+
+    return evaluate
+
+
+@app.command("quickstart")
+def quickstart_command(
+    out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/quickstart"),
+    env_id: Annotated[str, typer.Option(help="Environment.")] = "archer/TwentyQuestions-v0",
+    bc_steps: Annotated[int, typer.Option(help="Behaviour-cloning steps.")] = 1500,
+    data_episodes: Annotated[int, typer.Option(help="Scripted episodes to clone.")] = 2000,
+    teacher: Annotated[
+        str, typer.Option(help="Scripted agent to clone: expert or weak.")
+    ] = "expert",
+    eval_episodes: Annotated[int, typer.Option(help="Test episodes per policy.")] = 500,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """The main job on the embedded default: build a model, clone a teacher, compare."""
+
+    def run() -> None:
+        quickstart(
+            out,
+            env_id=env_id,
+            bc_steps=bc_steps,
+            data_episodes=data_episodes,
+            teacher=teacher,
+            eval_episodes=eval_episodes,
+            seed=seed,
+        )
+
+    _run(run)
+
+
+def quickstart(
+    out: Path,
+    *,
+    env_id: str,
+    bc_steps: int,
+    data_episodes: int,
+    teacher: str,
+    eval_episodes: int,
+    seed: int,
+) -> dict[str, Any]:
+    from archer_agents.episode_log import EpisodeWriter
+    from archer_agents.local_policy import LocalPolicy
+    from archer_agents.policy import SamplingParams
+    from archer_agents.tiny_model import init_model
+    from archer_agents.training.bc import BCConfig
+    from archer_agents.training.corpus import environment_corpus
+    from archer_agents.training.evaluation import summarize
+    from archer_agents.training.rollout import PolicyActor, ScriptedActor
+
+    if teacher not in ("expert", "weak"):
+        raise UserError(f"--teacher must be expert or weak, not {teacher!r}")
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    model_dir = out / "model"
+    console.rule("1. the embedded default model")
+    with console.status("training the tokenizer on the environments' text..."):
+        texts = environment_corpus(seed=seed)
+        init_model(model_dir, texts, size="demo", seed=seed, overwrite=True)
+    policy = LocalPolicy.from_pretrained(model_dir)
+    n_params = sum(p.numel() for p in policy.model.parameters())
+    console.print(f"built {model_dir} ({n_params / 1e6:.2f}M parameters)")
+
+    console.rule(f"2. {data_episodes} {teacher} episodes on the train split")
+    log_path = out / f"{teacher}_episodes.jsonl"
+    log_path.unlink(missing_ok=True)
+    with EpisodeWriter(log_path) as writer:
+        data = _collect_with_progress(
+            env_id,
+            ScriptedActor(teacher, seed=seed),
+            data_episodes,
+            description=f"{teacher} play",
+            split="train",
+            num_envs=64,
+            seed=seed,
+            writer=writer,
+        ).episodes
+    console.print(f"episode log: {log_path}")
+
+    console.rule("3. before training: the untrained model and the scripted agents (test split)")
+    rows: dict[str, Any] = {}
+    evaluations = [
+        ("random", ScriptedActor("random", seed=seed)),
+        ("untrained model", PolicyActor(policy)),
+    ]
+    for name, actor in evaluations:
+        rows[name] = summarize(
+            _collect_with_progress(
+                env_id,
+                actor,
+                eval_episodes,
+                description=f"eval {name}",
+                split="test",
+                num_envs=64,
+                seed=seed + 10_000,
+                sweep_tasks=True,
+            ).episodes
+        )
+
+    console.rule(f"4. behaviour cloning ({bc_steps} steps)")
+    config = BCConfig(steps=bc_steps, eval_every=0, seed=seed)
+    _train_bc(policy, data, config, eval_env=None, eval_episodes=0, seed=seed)
+    policy.save(out / "bc_policy")
+
+    console.rule("5. after: the behaviour-cloned model (test split)")
+    for name, actor in (
+        ("behaviour-cloned", PolicyActor(policy, SamplingParams())),
+        ("weak scripted", ScriptedActor("weak", seed=seed)),
+        ("expert scripted", ScriptedActor("expert", seed=seed)),
+    ):
+        rows[name] = summarize(
+            _collect_with_progress(
+                env_id,
+                actor,
+                eval_episodes,
+                description=f"eval {name}",
+                split="test",
+                num_envs=64,
+                seed=seed + 10_000,
+                sweep_tasks=True,
+            ).episodes
+        )
+    console.print(summary_table(f"{env_id}: test split, {eval_episodes} episodes each", rows))
+    minutes = (time.perf_counter() - started) / 60
+    console.print(f"done in {minutes:.1f} min; policy in {out / 'bc_policy'}")
+    return rows
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("ARCHER_LOG_LEVEL", "WARNING"))
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

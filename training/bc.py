@@ -1,0 +1,151 @@
+"""Behaviour cloning: next-utterance prediction on logged episodes.
+
+Every transition of every episode gives one (observation, utterance) pair; the
+loss is the mean negative log-likelihood of the utterance's tokens, the
+end-of-utterance token included, given the rendered observation. This is the
+starting point of ArCHer in the paper (the policy is initialised by behaviour
+cloning) and the plain BC baseline.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from archer_agents.schema import Episode
+
+logger = logging.getLogger(__name__)
+
+
+class BCConfig(BaseModel):
+    """Settings of a behaviour-cloning run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(1500, ge=1)
+    """Optimiser steps."""
+    batch_size: int = Field(64, ge=1)
+    """(observation, utterance) pairs per step."""
+    learning_rate: float = Field(3e-3, gt=0)
+    """Adam learning rate (tiny models tolerate a high rate; use ~1e-5 for 7B + LoRA)."""
+    warmup_steps: int = Field(50, ge=0)
+    """Linear learning-rate warm-up steps, then cosine decay to 10%."""
+    max_grad_norm: float = Field(1.0, gt=0)
+    """Gradient-norm clip."""
+    only_successful: bool = False
+    """Train only on successful episodes (filtered BC)."""
+    eval_every: int = Field(500, ge=0)
+    """Evaluate every this many steps (0: only at the end)."""
+    seed: int = 0
+    """Seeds batch order."""
+
+
+@dataclass
+class BCResult:
+    steps: int
+    final_loss: float
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def utterance_pairs(
+    episodes: Sequence[Episode], *, only_successful: bool = False
+) -> list[tuple[str, str]]:
+    """(observation, action) pairs of the episodes, in order."""
+    pairs = []
+    for episode in episodes:
+        if only_successful and not episode.success:
+            continue
+        pairs.extend((t.observation, t.action) for t in episode.transitions)
+    return pairs
+
+
+def action_token_ids(tokenizer: Any, action: str) -> list[int]:
+    """The ids a policy emits for ``action``: its tokens then the end-of-utterance token."""
+    return [*tokenizer.encode(action, add_special_tokens=False), tokenizer.eos_token_id]
+
+
+def behaviour_clone(
+    policy: Any,
+    episodes: Sequence[Episode],
+    config: BCConfig,
+    *,
+    evaluate: Callable[[int], dict[str, float]] | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> BCResult:
+    """Train ``policy`` (a `LocalPolicy`) in place on the episodes' utterances.
+
+    ``evaluate(step)`` is called every ``eval_every`` steps and at the end; its
+    metrics go into the history. ``on_step(step, metrics)`` reports progress.
+    """
+    pairs = utterance_pairs(episodes, only_successful=config.only_successful)
+    if not pairs:
+        raise ValueError(
+            "no (observation, utterance) pairs to clone: the episodes are empty"
+            + (" or none succeeded (only_successful=True)" if config.only_successful else "")
+        )
+    tokenizer = policy.tokenizer
+    encoded = [(obs, action_token_ids(tokenizer, action)) for obs, action in pairs]
+    parameters = [p for p in policy.model.parameters() if p.requires_grad]
+    if not parameters:
+        raise ValueError("the policy has no trainable parameters")
+    optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config))
+    rng = random.Random(config.seed)
+    order: list[int] = []
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    loss_value = math.nan
+    policy.model.train()
+    for step in range(1, config.steps + 1):
+        if len(order) < config.batch_size:
+            fresh = list(range(len(encoded)))
+            rng.shuffle(fresh)
+            order.extend(fresh)
+        batch = [encoded[order.pop()] for _ in range(min(config.batch_size, len(encoded)))]
+        token_logprobs = policy.log_probs([b[0] for b in batch], [b[1] for b in batch])
+        loss = -torch.cat(token_logprobs).mean()  # mean NLL per token
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        loss_value = float(loss.detach())
+        metrics = {
+            "bc/loss": loss_value,
+            "bc/grad_norm": float(grad_norm),
+            "bc/lr": scheduler.get_last_lr()[0],
+        }
+        if evaluate is not None and (
+            step == config.steps or (config.eval_every and step % config.eval_every == 0)
+        ):
+            policy.model.eval()
+            metrics.update(evaluate(step))
+            policy.model.train()
+            history.append({"step": float(step), **metrics})
+        if on_step is not None:
+            on_step(step, metrics)
+    policy.model.eval()
+    seconds = time.perf_counter() - start
+    logger.info(
+        "behaviour cloning: %d steps in %.1fs, final loss %.4f", config.steps, seconds, loss_value
+    )
+    return BCResult(steps=config.steps, final_loss=loss_value, seconds=seconds, history=history)
+
+
+def _warmup_cosine(config: BCConfig) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
