@@ -22,6 +22,7 @@ so with a frozen encoder the critic's cost is its heads, not the encoder.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import re
@@ -144,7 +145,21 @@ class HFEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.model = model
-        self.tokenizer = tokenizer
+        # A private copy, so the settings below never change a tokenizer the caller shares.
+        # Left truncation keeps the most recent history. Right padding keeps every
+        # real token at the same positions whatever else is in the batch (left
+        # padding shifts positions in models that do not derive them from the mask).
+        self.tokenizer = copy.deepcopy(tokenizer)
+        self.tokenizer.truncation_side = "left"
+        self.tokenizer.padding_side = "right"
+        if self.tokenizer.pad_token is None:
+            fallback = self.tokenizer.eos_token or self.tokenizer.unk_token
+            if fallback is None:
+                raise ValueError(
+                    "the encoder's tokenizer has no pad, eos or unk token to pad batches with; "
+                    "set tokenizer.pad_token before building HFEncoder"
+                )
+            self.tokenizer.pad_token = fallback
         limit = getattr(tokenizer, "model_max_length", max_length) or max_length
         self.max_length = min(max_length, int(limit))
         """Longest input in tokens, special tokens included; longer ones lose their start."""
@@ -167,8 +182,6 @@ class HFEncoder(nn.Module):
         return cls(model, tokenizer, max_length=max_length)
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
-        # Left truncation: the history's most recent turns are the ones kept.
-        self.tokenizer.truncation_side = "left"
         batch = self.tokenizer(
             list(texts),
             padding=True,
