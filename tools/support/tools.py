@@ -1,14 +1,16 @@
 """The retail support desk's actions as LangChain tools over one database.
 
 `SupportStore` holds the operations (one method per tool) over a `Database`;
-`build_support_tools` wraps them as `StructuredTool`s with pydantic argument
+`build_support_tools` wraps them as `SupportTool`s with pydantic argument
 schemas, tagged ``read`` or ``write`` (in ``tool.metadata["kind"]`` and
 ``tool.tags``). A bad id or a wrong state is the caller's mistake: the tool
 returns ``"Error: ..."`` text and changes nothing; it never raises for it.
 Successful calls return JSON text.
-"""
 
-from __future__ import annotations
+This module does not use postponed annotations: LangChain resolves the type
+hints of a tool's ``_run`` on every call, and real annotation objects save it
+compiling strings each time.
+"""
 
 import functools
 import inspect
@@ -16,7 +18,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from langchain_core.tools import BaseTool, StructuredTool
+from langchain_core.tools import BaseTool
 from pydantic import BaseModel, Field
 
 from archer_agents.tools.support.models import (
@@ -138,12 +140,12 @@ class SupportStore:
             old = old_items[old_id]
             product = self.db.products[old.product_id]
             variant = product.variants.get(new_id)
+            if new_id == old_id:
+                raise ToolRefusal(f"new item {new_id} is the same as the old item")
             if variant is None:
                 raise ToolRefusal(f"new item {new_id} is not a variant of product {product.name}")
             if not variant.available:
                 raise ToolRefusal(f"new item {new_id} is not available")
-            if new_id == old_id:
-                raise ToolRefusal(f"new item {new_id} is the same as the old item")
             pairs.append((old, variant))
         difference = money(sum(new.price - old.price for old, new in pairs))
         return pairs, difference
@@ -516,10 +518,20 @@ RESPOND = "respond"
 TRANSFER = "transfer_to_human_agents"
 
 
+class SupportTool(BaseTool):
+    """A support operation as a LangChain tool: validated keyword arguments in, text out."""
+
+    func: Callable[..., str]
+    """The operation, called with the validated arguments."""
+
+    def _run(self, **kwargs: Any) -> str:
+        return self.func(**kwargs)
+
+
 def _make_tool(
     name: str, func: Callable[..., str], schema: type[BaseModel], kind: ToolKind
 ) -> BaseTool:
-    return StructuredTool.from_function(
+    return SupportTool(
         func=func,
         name=name,
         description=inspect.getdoc(func) or name,
