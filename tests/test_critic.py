@@ -33,6 +33,15 @@ def small_critic(freeze: bool = False, seed: int = 0, cache_size: int = 100) -> 
     )
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny tensors run fastest on one thread, and the test machine's cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------- shapes ---
 
 
