@@ -1,0 +1,264 @@
+"""The Twenty Questions oracle: a knowledge base of objects x yes/no properties.
+
+LMRL-Gym's oracle is a fine-tuned flan-t5; ours answers from shipped data
+(``data/twenty_questions.json``) so that it is exact, deterministic and costs
+microseconds. A question is read (`TwentyQuestionsOracle.parse`) as one of:
+
+- a property question, matched against each property's canonical question and
+  paraphrases after normalisation ("Is the object alive", "is it a living
+  thing?" and "IS IT ALIVE" are one question), answered ``Yes.`` or ``No.``;
+- a guess naming objects by name or alias ("Is it a dog?", "Is it dog?"),
+  answered ``Yes.`` and won only when it names exactly the secret, so that
+  "Is it a dog or a cat?" is answered ``No.`` whatever the secret;
+- anything else, answered ``Invalid question.``.
+
+`answer_question` is the pure function; `make_twenty_questions_tool` wraps it
+as a LangChain tool for one secret.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Literal
+
+from langchain_core.tools import BaseTool
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from archer_agents.tools.question_oracle import (
+    INVALID_QUESTION,
+    NO,
+    YES,
+    Verdict,
+    guess_verdict,
+    make_question_tool,
+    name_key,
+    normalize,
+    question_key,
+    split_names,
+)
+
+DATA_PATH = Path(__file__).parent / "data" / "twenty_questions.json"
+
+
+class PropertySpec(BaseModel):
+    """A yes/no property of objects and the ways of asking about it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Identifier, e.g. 'alive'.")
+    question: str = Field(description="The canonical question, e.g. 'Is it alive?'.")
+    description: str = Field(description="What the property means where it could be misread.")
+    paraphrases: list[str] = Field(default_factory=list, description="Other phrasings.")
+
+
+class ObjectSpec(BaseModel):
+    """One object that can be the secret."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    category: str
+    split: Literal["train", "test"]
+    aliases: list[str] = Field(default_factory=list, description="Other names a guess may use.")
+    article: str | None = Field(
+        None, description="Article of the canonical guess; default 'a'/'an' by the first letter."
+    )
+    yes: list[str] = Field(description="Properties the object has.")
+    no: list[str] = Field(description="Properties the object lacks.")
+
+
+class KnowledgeBase(BaseModel):
+    """Objects x properties, checked for completeness when loaded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str
+    properties: list[PropertySpec]
+    objects: list[ObjectSpec]
+
+    @model_validator(mode="after")
+    def _check(self) -> KnowledgeBase:
+        names = [p.name for p in self.properties]
+        if len(set(names)) != len(names):
+            raise ValueError("property names must be unique")
+        objects = [o.name for o in self.objects]
+        if len(set(objects)) != len(objects):
+            raise ValueError("object names must be unique")
+        everything = set(names)
+        for obj in self.objects:
+            listed = obj.yes + obj.no
+            if set(obj.yes) & set(obj.no) or len(listed) != len(set(listed)):
+                raise ValueError(f"object {obj.name!r} lists a property twice")
+            if set(listed) != everything:
+                missing = sorted(everything - set(listed))
+                unknown = sorted(set(listed) - everything)
+                raise ValueError(
+                    f"object {obj.name!r} must list every property under yes or no; "
+                    f"missing {missing}, unknown {unknown}"
+                )
+        return self
+
+
+def load_knowledge_base(path: str | Path | None = None) -> KnowledgeBase:
+    """Read and validate a knowledge base (the shipped one by default)."""
+    source = Path(path) if path is not None else DATA_PATH
+    with source.open(encoding="utf-8") as handle:
+        return KnowledgeBase.model_validate(json.load(handle))
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedQuestion:
+    """How the oracle reads a question, independent of the secret."""
+
+    kind: Literal["property", "guess", "invalid"]
+    property: str | None = None
+    guesses: tuple[str, ...] = ()
+
+
+_INVALID = ParsedQuestion("invalid")
+
+
+class TwentyQuestionsOracle:
+    """Answers questions about any object of a knowledge base, from look-up tables."""
+
+    def __init__(self, knowledge_base: KnowledgeBase) -> None:
+        self.knowledge_base = knowledge_base
+        self._facts = {obj.name: frozenset(obj.yes) for obj in knowledge_base.objects}
+        self._splits = {
+            split: tuple(obj.name for obj in knowledge_base.objects if obj.split == split)
+            for split in ("train", "test")
+        }
+        self._questions: dict[str, str] = {}
+        for prop in knowledge_base.properties:
+            for phrasing in (prop.question, *prop.paraphrases):
+                key = question_key(normalize(phrasing))
+                owner = self._questions.setdefault(key, prop.name)
+                if owner != prop.name:
+                    raise ValueError(
+                        f"the phrasing {phrasing!r} of property {prop.name!r} reads the same as "
+                        f"one of {owner!r}; remove or reword one of them in the knowledge base"
+                    )
+        self._names: dict[str, str] = {}
+        for obj in knowledge_base.objects:
+            for name in (obj.name, *obj.aliases):
+                key = name_key(name)
+                owner = self._names.setdefault(key, obj.name)
+                if owner != obj.name:
+                    raise ValueError(
+                        f"the name {name!r} of {obj.name!r} is also a name of {owner!r}; "
+                        "names and aliases must be unique in the knowledge base"
+                    )
+                if f"is it {key}" in self._questions:
+                    raise ValueError(
+                        f"'Is it {name}?' would read as the property question "
+                        f"{self._questions[f'is it {key}']!r}, not a guess of {obj.name!r}; "
+                        "rename the object or drop the paraphrase"
+                    )
+        self._guess_questions = {
+            obj.name: f"Is it {_article(obj)}{obj.name}?" for obj in knowledge_base.objects
+        }
+        self.parse = lru_cache(maxsize=65_536)(self._parse)
+
+    @classmethod
+    def default(cls) -> TwentyQuestionsOracle:
+        """The oracle over the shipped knowledge base (built once per process)."""
+        return _default_oracle()
+
+    # -- the game's data ----------------------------------------------------
+    def secrets(self, split: str | None = None) -> Sequence[str]:
+        if split is None:
+            return self._splits["train"] + self._splits["test"]
+        if split not in self._splits:
+            raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
+        return self._splits[split]
+
+    def property_names(self) -> list[str]:
+        return [prop.name for prop in self.knowledge_base.properties]
+
+    def has_property(self, secret: str, prop: str) -> bool:
+        return prop in self._facts[self._check_secret(secret)]
+
+    def canonical_questions(self) -> Sequence[str]:
+        return [prop.question for prop in self.knowledge_base.properties]
+
+    def weak_questions(self) -> Sequence[str]:
+        return self.canonical_questions()
+
+    def guess_question(self, secret: str) -> str:
+        return self._guess_questions[self._check_secret(secret)]
+
+    # -- answering ------------------------------------------------------------
+    def _parse(self, question: str) -> ParsedQuestion:
+        tokens = normalize(question)
+        prop = self._questions.get(question_key(tokens))
+        if prop is not None:
+            return ParsedQuestion("property", property=prop)
+        rest = tokens[2:] if tokens[:2] == ("is", "it") else tokens
+        guesses = split_names(rest, self._names)
+        if guesses is None:
+            return _INVALID
+        return ParsedQuestion("guess", guesses=guesses)
+
+    def judge(self, question: str, secret: str) -> Verdict:
+        facts = self._facts.get(secret)
+        if facts is None:
+            raise self._unknown_secret(secret)
+        parsed = self.parse(question)
+        if parsed.kind == "property":
+            return Verdict(YES if parsed.property in facts else NO)
+        if parsed.kind == "guess":
+            return guess_verdict(parsed.guesses, secret)
+        return Verdict(INVALID_QUESTION)
+
+    def answer(self, question: str, secret: str) -> str:
+        return self.judge(question, secret).answer
+
+    def make_tool(self, secret: str) -> BaseTool:
+        """A LangChain tool answering questions about ``secret``."""
+        self._check_secret(secret)
+        return make_question_tool(
+            lambda question: self.answer(question, secret),
+            name="ask_question",
+            description=(
+                "Ask one yes/no question about the secret object (e.g. 'Is it an animal?') "
+                "or guess it (e.g. 'Is it a dog?'). Answers 'Yes.', 'No.' or 'Invalid "
+                "question.'; a guess naming exactly the secret object is answered 'Yes.' "
+                "and wins."
+            ),
+        )
+
+    def _check_secret(self, secret: str) -> str:
+        if secret not in self._facts:
+            raise self._unknown_secret(secret)
+        return secret
+
+    def _unknown_secret(self, secret: str) -> ValueError:
+        return ValueError(
+            f"unknown secret object {secret!r}; use one of the knowledge base's "
+            f"{len(self._facts)} objects, e.g. {list(self._facts)[:3]}"
+        )
+
+
+def _article(obj: ObjectSpec) -> str:
+    if obj.article is not None:
+        return f"{obj.article} " if obj.article else ""
+    return "an " if obj.name[0] in "aeiou" else "a "
+
+
+@cache
+def _default_oracle() -> TwentyQuestionsOracle:
+    return TwentyQuestionsOracle(load_knowledge_base())
+
+
+def answer_question(question: str, secret: str) -> str:
+    """Answer ``question`` about ``secret``: ``Yes.``, ``No.`` or ``Invalid question.``."""
+    return _default_oracle().answer(question, secret)
+
+
+def make_twenty_questions_tool(secret: str) -> BaseTool:
+    """A LangChain tool for playing Twenty Questions against ``secret``."""
+    return _default_oracle().make_tool(secret)
