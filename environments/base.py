@@ -17,6 +17,7 @@ Every environment also builds scripted agents (``expert``, ``weak``,
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
@@ -39,9 +40,13 @@ def text_space(max_length: int) -> spaces.Text:
     return spaces.Text(max_length=max_length, min_length=0, charset=TEXT_CHARSET)
 
 
+_OUTSIDE_CHARSET = re.compile(r"[^\t\n\r\x0b\x0c\x20-\x7e]")
+"""Any character not in `TEXT_CHARSET` (a regex is ~10x faster than a per-character loop)."""
+
+
 def to_ascii(text: str) -> str:
     """Map text into `TEXT_CHARSET` so observations always lie in the space."""
-    return "".join(ch if ch in TEXT_CHARSET else "?" for ch in text)
+    return _OUTSIDE_CHARSET.sub("?", text)
 
 
 class ScriptedAgent(Protocol):

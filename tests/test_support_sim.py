@@ -17,7 +17,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
 import archer_agents  # noqa: F401  (registers the environments)
-from archer_agents.environments.base import ScriptedAgent, UnknownTaskError
+from archer_agents.environments.base import TEXT_CHARSET, ScriptedAgent, UnknownTaskError, to_ascii
 from archer_agents.environments.support_sim import SupportSimEnv
 from archer_agents.environments.support_tasks import TEMPLATES, generate_tasks
 from archer_agents.environments.support_user import STOP, LLMUser
@@ -293,3 +293,9 @@ def test_gold_actions_change_the_database(env: SupportSimEnv) -> None:
     base = env.db.fingerprint()
     for task in env.tasks_by_split["test"]:
         assert (env.gold_fingerprint(task) != base) == bool(task.gold_actions)
+
+
+@given(st.text())
+def test_to_ascii_maps_exactly_the_characters_outside_the_text_charset(text: str) -> None:
+    expected = "".join(ch if ch in TEXT_CHARSET else "?" for ch in text)
+    assert to_ascii(text) == expected
