@@ -484,7 +484,14 @@ class ChromiumBrowser:
                 page.click(selector)
 
     def _snapshot(self) -> PageView:
-        data = self._page.evaluate(SNAPSHOT_JS)
+        try:
+            data = self._page.evaluate(SNAPSHOT_JS)
+        except Exception as exc:
+            # A navigation replaced the document while we read it: read the new one.
+            if not _is_playwright_error(exc) or "context was destroyed" not in str(exc):
+                raise
+            self._page.wait_for_load_state("domcontentloaded")
+            data = self._page.evaluate(SNAPSHOT_JS)
         return PageView(
             url=data["url"],
             elements=elements_from_snapshot(data["elements"]),
