@@ -71,7 +71,7 @@ class UnknownTaskError(KeyError):
 class TextEnv(gym.Env[str, str]):
     """Base class: text spaces, task splits and scripted agents."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
+    metadata: dict[str, Any] = {"render_modes": ["ansi"]}  # noqa: RUF012  (Gymnasium's name)
     scripted_kinds: ClassVar[tuple[str, ...]] = ("expert", "weak", "random")
 
     def __init__(

@@ -60,7 +60,7 @@ def utterance_pairs(
     episodes: Sequence[Episode], *, only_successful: bool = False
 ) -> list[tuple[str, str]]:
     """(observation, action) pairs of the episodes, in order."""
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for episode in episodes:
         if only_successful and not episode.success:
             continue
@@ -119,10 +119,10 @@ def behaviour_clone(
         optimizer.step()
         scheduler.step()
         loss_value = float(loss.detach())
-        metrics = {
+        metrics: dict[str, float] = {
             "bc/loss": loss_value,
             "bc/grad_norm": float(grad_norm),
-            "bc/lr": scheduler.get_last_lr()[0],
+            "bc/lr": float(scheduler.get_last_lr()[0]),
         }
         if evaluate is not None and (
             step == config.steps or (config.eval_every and step % config.eval_every == 0)

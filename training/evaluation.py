@@ -54,8 +54,8 @@ def summarize(episodes: Sequence[Episode], *, seed: int = 0) -> Summary:
     by_task: dict[str, list[Episode]] = defaultdict(list)
     for index, episode in enumerate(episodes):
         by_task[episode.task_id or f"episode-{index}"].append(episode)
-    task_success = [np.mean([bool(e.success) for e in group]) for group in by_task.values()]
-    task_return = [np.mean([_return(e) for e in group]) for group in by_task.values()]
+    task_success = [float(np.mean([bool(e.success) for e in group])) for group in by_task.values()]
+    task_return = [float(np.mean([_return(e) for e in group])) for group in by_task.values()]
     turns = [t for e in episodes for t in e.transitions]
     steps = max(len(turns), 1)
     return Summary(
