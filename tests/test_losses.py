@@ -81,9 +81,14 @@ def test_time_limit_ends_do_not_bootstrap_and_terminal_values_cannot_leak() -> N
     torch.testing.assert_close(y_q, torch.tensor([[0.8, 2.6], [-1.0, -1.0], [1.4, 1.4]]))
     q_pred = torch.zeros(3, 2, requires_grad=True)
     loss, _ = critic_loss(
-        q_pred, torch.zeros(3, 2), torch.tensor([-1.0, -1.0, 0.5]), dones, next_v,
-        torch.zeros(3, 2), GAMMA,
-    )  # fmt: skip
+        q_pred,
+        torch.zeros(3, 2),
+        torch.tensor([-1.0, -1.0, 0.5]),
+        dones,
+        next_v,
+        torch.zeros(3, 2),
+        GAMMA,
+    )
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(q_pred.grad).all()
 
@@ -97,9 +102,14 @@ def test_gamma_and_shapes_are_checked() -> None:
         )
     with pytest.raises(ValueError, match="rewards"):
         critic_loss(
-            torch.zeros(3, 2), torch.zeros(3, 2), REWARDS[:2], DONES, TARGET_V_NEXT,
-            TARGET_Q_PI, GAMMA,
-        )  # fmt: skip
+            torch.zeros(3, 2),
+            torch.zeros(3, 2),
+            REWARDS[:2],
+            DONES,
+            TARGET_V_NEXT,
+            TARGET_Q_PI,
+            GAMMA,
+        )
 
 
 def test_advantage_takes_the_minimum_over_heads_without_gradient() -> None:

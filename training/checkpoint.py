@@ -207,6 +207,7 @@ def save_checkpoint(
         with contextlib.suppress(FileNotFoundError):
             (folder / MANIFEST_FILE).unlink()
         _fsync_dir(folder)
+        _remove_leftovers(folder)
     else:
         folder.mkdir()
         _fsync_dir(root)
@@ -234,7 +235,12 @@ def _prune(root: Path, step: int, keep: int) -> None:
             kept += 1
             continue
         shutil.rmtree(folder, ignore_errors=True)
-    for leftover in root.glob(f".*{_TMP_MARK}*"):
+    _remove_leftovers(root)
+
+
+def _remove_leftovers(directory: Path) -> None:
+    """Delete temporary files that a killed writer left behind (one writer per directory)."""
+    for leftover in directory.glob(f".*{_TMP_MARK}*"):
         with contextlib.suppress(OSError):
             leftover.unlink()
 
