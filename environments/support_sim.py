@@ -214,5 +214,5 @@ class SupportSimEnv(ToolCallingEnv):
         if kind == "expert":
             return SupportScriptedAgent(self, seed=seed)
         if kind == "weak":
-            return SupportScriptedAgent(self, flaw_rate=0.35, seed=seed)
+            return SupportScriptedAgent(self, flaw_rate=0.5, seed=seed)
         return SupportRandomAgent(seed=seed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -169,8 +169,14 @@ def canonical_json(record: BaseModel) -> str:
     return json.dumps(record.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
-RecordDigests = dict[str, tuple[BaseModel, str]]
-"""``"orders/#W1" -> (record object, sha256 of its canonical JSON)``."""
+TABLES: tuple[str, ...] = ("users", "products", "orders")
+
+RecordDigests = dict[str, dict[str, tuple[BaseModel, str]]]
+"""``table -> id -> (record object, sha256 of its canonical JSON)``."""
+
+
+def _digest(record: BaseModel) -> str:
+    return hashlib.sha256(canonical_json(record).encode()).hexdigest()
 
 
 class Database(BaseModel):
@@ -193,35 +199,35 @@ class Database(BaseModel):
             users=dict(self.users), products=dict(self.products), orders=dict(self.orders)
         )
 
-    def records(self) -> Iterator[tuple[str, BaseModel]]:
-        """Every record with its ``"table/id"`` key."""
-        for table in ("users", "products", "orders"):
-            rows: Mapping[str, BaseModel] = getattr(self, table)
-            for key, record in rows.items():
-                yield f"{table}/{key}", record
-
     def record_digests(self, reuse: RecordDigests | None = None) -> RecordDigests:
         """Digest of every record, reusing ``reuse``'s digest where the object is the same."""
         reuse = reuse or {}
         digests: RecordDigests = {}
-        for key, record in self.records():
-            known = reuse.get(key)
-            if known is not None and known[0] is record:
-                digests[key] = known
-            else:
-                digest = hashlib.sha256(canonical_json(record).encode()).hexdigest()
-                digests[key] = (record, digest)
+        for table in TABLES:
+            known_rows = reuse.get(table, {})
+            rows: Mapping[str, BaseModel] = getattr(self, table)
+            table_digests = digests[table] = {}
+            for key, record in rows.items():
+                known = known_rows.get(key)
+                if known is not None and known[0] is record:
+                    table_digests[key] = known
+                else:
+                    table_digests[key] = (record, _digest(record))
         return digests
 
     def fingerprint(self, reuse: RecordDigests | None = None) -> str:
-        """sha256 over the sorted per-record digests of canonical JSON: equal iff same data."""
-        digests = self.record_digests(reuse)
-        lines = "\n".join(f"{key} {digests[key][1]}" for key in sorted(digests))
-        return hashlib.sha256(lines.encode()).hexdigest()
+        """sha256 over the per-record digests of canonical JSON, in table and id order.
 
-    def user_of_order(self, order_id: str) -> User | None:
-        order = self.orders.get(order_id)
-        return None if order is None else self.users.get(order.user_id)
+        Equal fingerprints mean equal data. With ``reuse`` (the digests of the
+        database this one was forked from) only replaced records are re-hashed.
+        """
+        digests = self.record_digests(reuse)
+        lines = [
+            f"{table}/{key} {rows[key][1]}"
+            for table, rows in digests.items()
+            for key in sorted(rows)
+        ]
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
     def find_variant(self, item_id: str) -> tuple[Product, Variant] | None:
         """The product and variant of an item id, if it exists (linear in products)."""
