@@ -53,7 +53,7 @@ class LoraSettings(BaseModel):
 
     r: int = Field(16, ge=1)
     """Rank of the low-rank update."""
-    alpha: float = Field(32.0, gt=0.0)
+    alpha: int = Field(32, ge=1)
     """Scaling numerator: the update is multiplied by alpha / r."""
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     """Dropout on the adapter's input (only active in train mode, see the module docstring)."""
@@ -148,7 +148,8 @@ class LocalPolicy:
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path))
         model: PreTrainedModel | PeftModel = AutoModelForCausalLM.from_pretrained(
             str(base_path), dtype=dtype
-        ).to(device)
+        )
+        torch.nn.Module.to(model, device)  # in place
         if adapter_path is not None:
             model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=True)
         elif lora is not None:
@@ -159,7 +160,7 @@ class LocalPolicy:
         """Write the tokenizer and the weights: only the adapter when there is one."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path, safe_serialization=True)
+        self.model.save_pretrained(str(path), safe_serialization=True)
         self.tokenizer.save_pretrained(path)
         return path
 
@@ -235,7 +236,7 @@ class LocalPolicy:
             text_ids = ids[:-1] if finished[row] else ids
             generations.append(
                 Generation(
-                    text=self.tokenizer.decode(text_ids, skip_special_tokens=True),
+                    text=str(self.tokenizer.decode(text_ids, skip_special_tokens=True)),
                     token_ids=ids,
                     logprobs=logprobs[row, :n].tolist(),
                     prompt_token_ids=prompt,

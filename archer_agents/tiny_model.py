@@ -139,8 +139,7 @@ def build_model(
     # Seed a forked RNG so that building a model leaves the caller's global state alone.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    return model.to(torch.float32)
+        return LlamaForCausalLM(config)
 
 
 def init_model(
