@@ -189,7 +189,10 @@ class HFEncoder(nn.Module):
             max_length=self.max_length,
             return_tensors="pt",
         ).to(_module_device(self.model))
-        hidden = self.model(**batch).last_hidden_state  # (B, T, H)
+        # Only ids and mask: single texts need no token types, and not every model takes them.
+        hidden = self.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state  # (B, T, H)
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         summed = (hidden * mask).sum(dim=1)  # (B, H)
         return summed / mask.sum(dim=1).clamp(min=1.0)  # (B, H)
