@@ -5,11 +5,15 @@ from __future__ import annotations
 import math
 import re
 import sys
+import urllib.error
+import urllib.request
 from html.parser import HTMLParser
 
 import gymnasium as gym
 import pytest
 from gymnasium.utils.env_checker import check_env
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from archer_agents.environments.base import TEXT_CHARSET
 from archer_agents.environments.minishop import MiniShopEnv
@@ -35,10 +39,23 @@ from archer_agents.tools.shop.pages import (
     results_page,
 )
 from archer_agents.tools.shop.search import BM25Index, ProductSearch, tokenize
+from archer_agents.tools.shop.server import SESSION_COOKIE, ShopServer
 from archer_agents.tools.shop.state import ShopState, TextClient
 from archer_agents.tools.shop.tools import make_shop_tools
 
 ORIGIN = "http://127.0.0.1:8000"
+_ACTION_SEEDS = [
+    'click("b2")',
+    'click("l3")',
+    'fill("t1", "cotton")',
+    "search[shirt]",
+    "click[Next >]",
+    "click[Buy Now]",
+    'select_option("s3", "s")',
+    "go_back()",
+    "click[",
+    'fill("t1", "\\u0000\\n")',
+]
 
 
 @pytest.fixture(scope="module")
@@ -465,3 +482,39 @@ def test_bad_chromium_path_says_how_to_fix(monkeypatch):
     monkeypatch.setenv("ARCHER_CHROMIUM", "/nonexistent/chrome")
     with pytest.raises(FileNotFoundError, match="ARCHER_CHROMIUM"):
         find_chromium()
+
+
+# -- robustness and the HTTP server ------------------------------------------------------------------------
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(actions=st.lists(st.text(max_size=60) | st.sampled_from(_ACTION_SEEDS), max_size=6))
+def test_no_action_sequence_raises_out_of_step(env, actions):
+    obs, _ = env.reset(seed=0)
+    for action in actions:
+        obs, reward, terminated, truncated, info = env.step(action)
+        assert env.observation_space.contains(obs)
+        assert isinstance(info["invalid_action"], bool)
+        if terminated or truncated:
+            break
+
+
+def test_server_serves_sessions_only_with_their_cookie():
+    catalog = load_catalog("small")
+    with ShopServer(catalog) as server:
+        assert server.origin.startswith("http://127.0.0.1:") and server.port > 0
+        session_id, state = server.new_session()
+        request = urllib.request.Request(
+            server.origin + "/search?q=cotton", headers={"Cookie": f"{SESSION_COOKIE}={session_id}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read().decode()
+            assert response.headers["Cache-Control"] == "no-store"
+        assert 'id="t1"' in body and "Results for" in body
+        assert state.requests == ["GET /search?q=cotton"]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(server.origin + "/", timeout=10)
+        assert refused.value.code == 403
+        server.end_session(session_id)

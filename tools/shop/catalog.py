@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -372,7 +372,7 @@ CATALOG_CONFIGS = {
 class Catalog:
     """Products (in a fixed order) and goals per split."""
 
-    def __init__(self, products: Sequence[Product], goals: dict[str, Sequence[Goal]]) -> None:
+    def __init__(self, products: Sequence[Product], goals: Mapping[str, Sequence[Goal]]) -> None:
         self.products = tuple(products)
         self.by_asin = {p.asin: p for p in self.products}
         if len(self.by_asin) != len(self.products):

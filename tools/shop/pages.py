@@ -17,7 +17,7 @@ import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from archer_agents.tools.shop.catalog import Product
 
@@ -415,7 +415,7 @@ def elements_from_snapshot(records: Sequence[Mapping[str, Any]]) -> tuple[Elemen
     """`Element`s from what `SNAPSHOT_JS` returned."""
     elements = []
     for record in records:
-        role = record["role"]
+        role = cast(Role, record["role"])
         if role not in ("heading", "text", *INTERACTIVE_ROLES):
             raise ValueError(f"unexpected role {role!r} in a DOM snapshot")
         options = tuple(Option(o["value"], o["text"]) for o in record.get("options", ()))
@@ -462,7 +462,8 @@ def parse_observation(text: str) -> ObservedPage:
             text_ = option["text"]
             page.elements[-1] = replace(last, options=(*last.options, Option(text_, text_)))
         elif match := _LINE.match(line):
+            role = cast(Role, match["role"])
             page.elements.append(
-                Element(match["role"], match["name"], match["id"] or "", match["value"] or "")
+                Element(role, match["name"], match["id"] or "", match["value"] or "")
             )
     return page

@@ -9,6 +9,7 @@ writes actions as text or a LangChain agent calls tools.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from langchain_core.tools import BaseTool, StructuredTool
@@ -73,7 +74,7 @@ def make_shop_tools(controller: ShopController) -> list[BaseTool]:
     def click_text(text: str) -> str:
         return run(Command("click_text", text=text))
 
-    specs = [
+    specs: list[tuple[Callable[..., str], type[BaseModel], str]] = [
         (click, ClickArgs, "Click a link or button of the current page by its id."),
         (fill, FillArgs, "Type text into a textbox of the current page."),
         (select_option, SelectArgs, "Choose an option of a select (combobox)."),
