@@ -180,7 +180,12 @@ class LocalPolicy:
 
     # -- prompts -----------------------------------------------------------------
     def prompt_ids(self, observation: str, max_tokens: int | None = None) -> list[int]:
-        """``[bos] + ids`` of the rendered prompt, keeping the most recent tokens that fit."""
+        """``[bos] + ids`` of the rendered prompt, at most ``max_tokens`` long.
+
+        A longer prompt keeps bos and its most recent tokens. With the embedded
+        tokenizer, the text ``bos_token + render_prompt(observation)`` encodes to
+        the same ids, which is what a server should be sent.
+        """
         ids: list[int] = self.tokenizer(render_prompt(observation), add_special_tokens=False)[
             "input_ids"
         ]

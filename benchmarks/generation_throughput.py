@@ -85,8 +85,11 @@ def main() -> None:
             tokens += sum(len(g.token_ids) for g in generations)
             calls += 1
         elapsed = time.perf_counter() - start
+        prompt_lengths = [len(g.prompt_token_ids) for g in generations]
         print(
-            f"batch={batch_size:<4d} calls={calls:<5d} tokens/s={tokens / elapsed:9.1f} "
+            f"batch={batch_size:<4d} prompt_tokens(mean/max)="
+            f"{sum(prompt_lengths) / batch_size:.0f}/{max(prompt_lengths)} "
+            f"calls={calls:<5d} tokens/s={tokens / elapsed:9.1f} "
             f"utterances/s={calls * batch_size / elapsed:8.1f} "
             f"ms/call={1000 * elapsed / calls:8.1f}"
         )
