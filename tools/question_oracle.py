@@ -37,6 +37,7 @@ SEPARATORS = frozenset({",", ";", "/", "&", "+", "or", "and", "nor"})
 """Tokens that separate the names of a multi-name guess ("a dog, a cat or a mouse")."""
 
 _DROPPED = frozenset({"a", "an", "the", "please"})
+_CONTRACTIONS = {"whats": ("what", "is"), "hows": ("how", "is"), "wheres": ("where", "is")}
 _LEADING_FILLERS = frozenset(
     {"ok", "okay", "so", "hmm", "um", "uh", "well", "alright", "now", "next", "then", "question"}
 )
@@ -194,7 +195,12 @@ def normalize(text: str) -> tuple[str, ...]:
     List separators are kept so that a guess can be split into names; drop them
     with `question_key` to look a question up.
     """
-    tokens = [token for token in tokenize(text) if token not in _DROPPED]
+    tokens: list[str] = []
+    for token in tokenize(text):
+        if token in _CONTRACTIONS:
+            tokens.extend(_CONTRACTIONS[token])
+        elif token not in _DROPPED:
+            tokens.append(token)
     while tokens and (tokens[0] in _LEADING_FILLERS or tokens[0].isdigit() or tokens[0] in ",;"):
         tokens.pop(0)
     while tokens and tokens[-1] in ",;":

@@ -1,0 +1,757 @@
+"""The Guess My City oracle: free-form questions about a hidden city, answered from data.
+
+The cities (``data/guess_my_city.json``) carry country, continent, coast,
+capital status, population band, languages, climate and hemisphere. Every
+phrasing the oracle understands is expanded once, at construction, from
+question templates over the data's names ("Is it in {country}?" for every
+country and alias, "Do people speak {language} there?" for every language...)
+into one table from normalised text to a parsed question, so answering costs a
+dictionary look-up. A question is:
+
+- a yes/no question about one attribute ("Is it in Europe?", "Is it a French
+  city?", "Is it the capital of Japan?", "Is the climate tropical?", "Does it
+  have more than 5 million people?"), answered ``Yes.`` or ``No.``; "Is it in
+  France or Spain?" is answered ``Yes.`` if either holds;
+- an open question ("What continent is it on?", "What language do they
+  speak?", "How many people live there?"), answered from a template that never
+  names the city: when the country's name would give the city away (Mexico
+  City, Singapore, Tunis) the country is not named;
+- a guess naming cities ("Is it Paris?"), won only when it names exactly the
+  secret;
+- anything else: ``Invalid question.``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Literal
+
+from langchain_core.tools import BaseTool
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from archer_agents.tools.question_oracle import (
+    INVALID_QUESTION,
+    NO,
+    SEPARATORS,
+    YES,
+    Verdict,
+    guess_verdict,
+    make_question_tool,
+    name_key,
+    normalize,
+    question_key,
+    split_names,
+)
+
+DATA_PATH = Path(__file__).parent / "data" / "guess_my_city.json"
+
+PopulationBand = Literal["under 1 million", "1 to 5 million", "over 5 million"]
+POPULATION_BANDS: tuple[PopulationBand, ...] = (
+    "under 1 million",
+    "1 to 5 million",
+    "over 5 million",
+)
+_BAND_TEXT = {
+    "under 1 million": "Fewer than 1 million people live in its urban area.",
+    "1 to 5 million": "Between 1 and 5 million people live in its urban area.",
+    "over 5 million": "More than 5 million people live in its urban area.",
+}
+HIDDEN_COUNTRY = "I cannot name the country without giving the city away."
+
+
+class Place(BaseModel):
+    """A continent or a country: how questions may name it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    aliases: list[str] = Field(default_factory=list)
+    adjectives: list[str] = Field(default_factory=list, description="e.g. 'French' for France.")
+    article: str | None = Field(None, description="'the' for names read with it.")
+
+
+class Language(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    aliases: list[str] = Field(
+        default_factory=list, description="Other names; one alias may cover several languages."
+    )
+
+
+class Climate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str
+    group: str | None = Field(None, description="A broader climate it also counts as.")
+    aliases: list[str] = Field(default_factory=list)
+
+
+class City(BaseModel):
+    """One city that can be the secret."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    aliases: list[str] = Field(default_factory=list)
+    country: str
+    continent: str
+    coastal: bool = Field(description="On a sea or ocean coast (lakes and rivers do not count).")
+    capital: bool = Field(description="A national capital (seat of government included).")
+    population: PopulationBand = Field(description="Urban-area population band, approximate.")
+    languages: list[str] = Field(min_length=1, description="Main language first.")
+    climate: str
+    hemisphere: Literal["north", "south"]
+    split: Literal["train", "test"]
+
+
+class CityDatabase(BaseModel):
+    """The game's data, checked for consistency when loaded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str
+    continents: list[Place]
+    countries: list[Place]
+    languages: list[Language]
+    climates: list[Climate]
+    cities: list[City]
+
+    @model_validator(mode="after")
+    def _check(self) -> CityDatabase:
+        known = {
+            "continent": {c.name for c in self.continents},
+            "country": {c.name for c in self.countries},
+            "language": {lang.name for lang in self.languages},
+            "climate": {c.name for c in self.climates},
+        }
+        for climate in self.climates:
+            if climate.group is not None and climate.group not in known["climate"]:
+                raise ValueError(f"climate {climate.name!r} has unknown group {climate.group!r}")
+        names = [city.name for city in self.cities]
+        if len(set(names)) != len(names):
+            raise ValueError("city names must be unique")
+        for city in self.cities:
+            for field, values in (
+                ("continent", [city.continent]),
+                ("country", [city.country]),
+                ("language", city.languages),
+                ("climate", [city.climate]),
+            ):
+                unknown = [v for v in values if v not in known[field]]
+                if unknown:
+                    raise ValueError(
+                        f"city {city.name!r} has unknown {field} {unknown}; add it to the "
+                        f"{field} list of the data file or fix the spelling"
+                    )
+        return self
+
+
+def load_city_database(path: str | Path | None = None) -> CityDatabase:
+    """Read and validate city data (the shipped file by default)."""
+    source = Path(path) if path is not None else DATA_PATH
+    with source.open(encoding="utf-8") as handle:
+        return CityDatabase.model_validate(json.load(handle))
+
+
+Attribute = Literal[
+    "location",
+    "capital_of",
+    "coastal",
+    "capital",
+    "population_over",
+    "population_under",
+    "language",
+    "main_language",
+    "climate",
+    "hemisphere",
+    "what_continent",
+    "what_country",
+    "what_language",
+    "what_climate",
+    "what_population",
+    "what_hemisphere",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CityQuestion:
+    """How the oracle reads a question, independent of the secret."""
+
+    kind: Literal["ask", "guess", "invalid"]
+    attribute: Attribute | None = None
+    values: tuple[str, ...] = ()
+    """What the attribute is compared with; a yes/no question holds if any value matches."""
+    negate: bool = False
+    guesses: tuple[str, ...] = ()
+
+
+_INVALID = CityQuestion("invalid")
+
+# Templates: "{}" is replaced by every name of a place, language or climate.
+_LOCATION_TEMPLATES = (
+    "Is it in {}?",
+    "Is it located in {}?",
+    "Is it a city in {}?",
+    "Is it somewhere in {}?",
+    "Is it found in {}?",
+    "Is it part of {}?",
+    "Is it situated in {}?",
+    "{}?",
+)
+_COUNTRY_TEMPLATES = (
+    "Is it {}?",
+    "Is the country {}?",
+    "Is its country {}?",
+    "Is it in the country of {}?",
+    "Is it in the country {}?",
+)
+_CONTINENT_TEMPLATES = (
+    "Is it on {}?",
+    "Is it on the {} continent?",
+    "Is it in the continent of {}?",
+    "Is the continent {}?",
+    "Is its continent {}?",
+)
+_ADJECTIVE_TEMPLATES = (
+    "Is it a {} city?",
+    "Is it in a {} country?",
+    "Is it a city in a {} country?",
+)
+_CAPITAL_OF_TEMPLATES = ("Is it the capital of {}?", "Is it the capital city of {}?")
+_LANGUAGE_TEMPLATES = (
+    "Do people speak {} there?",
+    "Do they speak {} there?",
+    "Do they speak {}?",
+    "Do people speak {}?",
+    "Do people there speak {}?",
+    "Do the locals speak {}?",
+    "Do locals speak {}?",
+    "Do people speak {} in the city?",
+    "Is {} spoken there?",
+    "Is {} spoken?",
+    "Is {} spoken in the city?",
+    "Is {} spoken in it?",
+    "Is it {}-speaking?",
+    "Is it a {}-speaking city?",
+    "Is it in a {}-speaking country?",
+    "Is {} a language there?",
+    "Is {} an official language?",
+    "Is {} an official language there?",
+    "Is the official language {}?",
+    "Do they use {} there?",
+    "Is {} used there?",
+    "Do residents speak {}?",
+)
+_MAIN_LANGUAGE_TEMPLATES = (
+    "Is the main language {}?",
+    "Is {} the main language?",
+    "Is {} the main language there?",
+    "Is the language {}?",
+    "Is the primary language {}?",
+    "Is {} the primary language?",
+    "Is the local language {}?",
+    "Is the first language {}?",
+    "Do most people speak {}?",
+    "Do most people there speak {}?",
+    "Is the main language there {}?",
+)
+_CLIMATE_TEMPLATES = (
+    "Is the climate {}?",
+    "Is it {}?",
+    "Does it have a {} climate?",
+    "Is it a {} climate?",
+    "Is its climate {}?",
+    "Is the weather {}?",
+    "Is it in a {} climate?",
+    "Is it in a {} zone?",
+    "Is it in a {} climate zone?",
+    "Is the climate there {}?",
+    "Is it a {} place?",
+    "Is it a {} city?",
+    "Does it have {} weather?",
+    "Is the climate type {}?",
+    "Is the climate considered {}?",
+)
+_FIXED: dict[str, tuple[str, tuple[str, ...], bool]] = {
+    # canonical question: (attribute, values, negate), then its paraphrases below.
+    "Is it on the coast?": ("coastal", (), False),
+    "Is it landlocked?": ("coastal", (), True),
+    "Is it a capital city?": ("capital", (), False),
+    "Is it in the northern hemisphere?": ("hemisphere", ("north",), False),
+    "Is it in the southern hemisphere?": ("hemisphere", ("south",), False),
+    "Does it have more than 1 million people?": ("population_over", ("1",), False),
+    "Does it have more than 5 million people?": ("population_over", ("5",), False),
+    "Does it have fewer than 1 million people?": ("population_under", ("1",), False),
+    "Does it have fewer than 5 million people?": ("population_under", ("5",), False),
+    "What continent is it on?": ("what_continent", (), False),
+    "What country is it in?": ("what_country", (), False),
+    "What language do they speak?": ("what_language", (), False),
+    "What is the climate like?": ("what_climate", (), False),
+    "How many people live there?": ("what_population", (), False),
+    "Which hemisphere is it in?": ("what_hemisphere", (), False),
+}
+_PARAPHRASES: dict[str, tuple[str, ...]] = {
+    "Is it on the coast?": (
+        "Is it coastal?",
+        "Is it a coastal city?",
+        "Is it by the sea?",
+        "Is it near the sea?",
+        "Is it by the ocean?",
+        "Is it near the ocean?",
+        "Is it on the sea?",
+        "Is it on the ocean?",
+        "Is it next to the sea?",
+        "Is it next to the ocean?",
+        "Is it a seaside city?",
+        "Is it on the seaside?",
+        "Is it at the coast?",
+        "Is it near the coast?",
+        "Does it have a coastline?",
+        "Does it border the sea?",
+        "Does it border the ocean?",
+        "Is it on the sea coast?",
+        "Is it located on the coast?",
+        "Is it a city on the coast?",
+    ),
+    "Is it landlocked?": (
+        "Is it inland?",
+        "Is it an inland city?",
+        "Is it far from the sea?",
+        "Is it far from the ocean?",
+        "Is it away from the coast?",
+    ),
+    "Is it a capital city?": (
+        "Is it a capital?",
+        "Is it the capital?",
+        "Is it the capital city?",
+        "Is it a national capital?",
+        "Is it the capital of its country?",
+        "Is it the capital of the country?",
+        "Is it the capital city of its country?",
+        "Is it its country's capital?",
+        "Is it a country's capital?",
+        "Is it the nation's capital?",
+        "Is it the seat of government?",
+        "Is it the seat of the government?",
+    ),
+    "Is it in the northern hemisphere?": (
+        "Is it north of the equator?",
+        "Is it above the equator?",
+        "Is it in the north hemisphere?",
+    ),
+    "Is it in the southern hemisphere?": (
+        "Is it south of the equator?",
+        "Is it below the equator?",
+        "Is it in the south hemisphere?",
+    ),
+    "What continent is it on?": (
+        "What continent is it in?",
+        "Which continent is it on?",
+        "Which continent is it in?",
+        "What continent?",
+        "Which continent?",
+        "On which continent is it?",
+        "On what continent is it?",
+        "In which continent is it?",
+        "What continent is it located on?",
+        "What continent is it located in?",
+        "What is the continent?",
+        "What is its continent?",
+        "What continent is the city in?",
+        "What continent is the city on?",
+        "Which continent is the city in?",
+    ),
+    "What country is it in?": (
+        "Which country is it in?",
+        "What country?",
+        "Which country?",
+        "In which country is it?",
+        "In what country is it?",
+        "What country is the city in?",
+        "Which country is the city in?",
+        "What country is it located in?",
+        "Which country is it located in?",
+        "What country does it belong to?",
+        "What is the country?",
+        "What is its country?",
+        "Where is it?",
+        "Where is it located?",
+        "Where is the city?",
+        "Where is the city located?",
+    ),
+    "What language do they speak?": (
+        "What language do people speak?",
+        "What language do people speak there?",
+        "What language do they speak there?",
+        "What language is spoken there?",
+        "What language is spoken?",
+        "What languages are spoken there?",
+        "What languages do they speak?",
+        "What is the main language?",
+        "What is the language?",
+        "What is the main language there?",
+        "What is the language there?",
+        "What is the official language?",
+        "What is the primary language?",
+        "What is the local language?",
+        "Which language do they speak?",
+        "Which language is spoken there?",
+        "What do people speak there?",
+        "What do they speak there?",
+        "What language do the locals speak?",
+        "What language is spoken in the city?",
+    ),
+    "What is the climate like?": (
+        "What is the climate?",
+        "What is the weather like?",
+        "What is the weather like there?",
+        "What is the climate like there?",
+        "What is its climate?",
+        "What kind of climate does it have?",
+        "What type of climate does it have?",
+        "What climate does it have?",
+        "Which climate does it have?",
+        "How is the climate?",
+        "How is the weather?",
+        "What is the climate there?",
+        "What is the climate type?",
+        "Describe the climate.",
+    ),
+    "How many people live there?": (
+        "How many people live in it?",
+        "How many people live in the city?",
+        "How many inhabitants does it have?",
+        "How many people does it have?",
+        "What is the population?",
+        "What is its population?",
+        "What is the population of the city?",
+        "How big is it?",
+        "How large is it?",
+        "How populous is it?",
+        "What size is it?",
+    ),
+    "Which hemisphere is it in?": (
+        "What hemisphere is it in?",
+        "Which hemisphere?",
+        "What hemisphere?",
+        "In which hemisphere is it?",
+    ),
+}
+_SIZE_PHRASES = {
+    "1": ("1 million", "one million", "a million", "1m", "1000000", "1,000,000"),
+    "5": ("5 million", "five million", "5m", "5000000", "5,000,000"),
+}
+_OVER = ("more than", "over", "above", "greater than", "at least", "bigger than", "larger than")
+_UNDER = ("less than", "fewer than", "under", "below", "smaller than")
+_POPULATION_TEMPLATES = (
+    "Does it have {} people?",
+    "Does it have {} inhabitants?",
+    "Does it have {} residents?",
+    "Does it have a population of {}?",
+    "Does it have a population {}?",
+    "Is the population {}?",
+    "Is its population {}?",
+    "Do {} people live there?",
+    "Do {} people live in it?",
+    "Is it home to {} people?",
+    "Are there {} people?",
+    "Are there {} people there?",
+)
+_SIZE_WORDS = {
+    ("population_over", "1"): ("Is it a big city?", "Is it a large city?", "Is it a major city?"),
+    ("population_under", "1"): ("Is it a small city?", "Is it a small town?"),
+}
+_TROPICS = ("Is it in the tropics?", "Is it a tropical city?", "Is it in the tropical zone?")
+_DESERT = ("Is it in a desert?", "Is it a desert city?")
+
+
+class GuessMyCityOracle:
+    """Answers questions about any city of a `CityDatabase`, from one look-up table."""
+
+    def __init__(self, database: CityDatabase) -> None:
+        self.database = database
+        self._cities = {city.name: city for city in database.cities}
+        self._splits = {
+            split: tuple(c.name for c in database.cities if c.split == split)
+            for split in ("train", "test")
+        }
+        self._countries = {country.name: country for country in database.countries}
+        self._climate_groups = {c.name: c.group for c in database.climates}
+        self._names: dict[str, str] = {}
+        for city in database.cities:
+            for name in (city.name, *city.aliases):
+                owner = self._names.setdefault(name_key(name), city.name)
+                if owner != city.name:
+                    raise ValueError(
+                        f"the name {name!r} of {city.name!r} is also a name of {owner!r}; "
+                        "city names and aliases must be unique"
+                    )
+        self._guess_keys = {f"is it {key}" for key in self._names} | set(self._names)
+        self._table: dict[str, CityQuestion] = {}
+        self._locations: dict[str, tuple[str, ...]] = {}
+        self._build_table()
+        self.parse = lru_cache(maxsize=65_536)(self._parse)
+
+    @classmethod
+    def default(cls) -> GuessMyCityOracle:
+        """The oracle over the shipped cities (built once per process)."""
+        return _default_oracle()
+
+    # -- the question table -------------------------------------------------
+    def _add(self, phrasing: str, question: CityQuestion) -> None:
+        key = question_key(normalize(phrasing))
+        if key in self._guess_keys:
+            return  # "Is it Singapore?" stays a guess of the city, not a country question
+        owner = self._table.setdefault(key, question)
+        if owner != question:
+            raise ValueError(
+                f"the question {phrasing!r} reads the same as another with a different "
+                f"meaning ({owner} vs {question}); make the names in the data distinct"
+            )
+
+    def _add_all(
+        self, templates: Iterable[str], phrases: Iterable[str], question: CityQuestion
+    ) -> None:
+        phrases = list(phrases)
+        for template in templates:
+            for phrase in phrases:
+                self._add(template.format(phrase), question)
+
+    def _build_table(self) -> None:
+        db = self.database
+        ask = CityQuestion
+        for country in db.countries:
+            value = f"country:{country.name}"
+            names = [country.name, *country.aliases]
+            self._register_location(names, value)
+            self._add_all(_COUNTRY_TEMPLATES, names, ask("ask", "location", (value,)))
+            self._add_all(
+                _ADJECTIVE_TEMPLATES, country.adjectives, ask("ask", "location", (value,))
+            )
+            capital_of = ask("ask", "capital_of", (country.name,))
+            self._add_all(_CAPITAL_OF_TEMPLATES, names, capital_of)
+            self._add_all(["Is it the {} capital?"], country.adjectives, capital_of)
+        for continent in db.continents:
+            value = f"continent:{continent.name}"
+            names = [continent.name, *continent.aliases]
+            self._register_location(names, value)
+            self._add_all(_CONTINENT_TEMPLATES, names, ask("ask", "location", (value,)))
+            self._add_all(
+                _ADJECTIVE_TEMPLATES, continent.adjectives, ask("ask", "location", (value,))
+            )
+        both_americas = ("continent:North America", "continent:South America")
+        self._register_location(["the Americas"], *both_americas)
+        for key, values in self._locations.items():
+            self._add_all(_LOCATION_TEMPLATES, [key], ask("ask", "location", values))
+        speakers: dict[str, list[str]] = {}
+        for language in db.languages:
+            for name in (language.name, *language.aliases):
+                speakers.setdefault(name, []).append(language.name)
+        for name, languages in speakers.items():
+            values = tuple(languages)
+            self._add_all(_LANGUAGE_TEMPLATES, [name], ask("ask", "language", values))
+            self._add_all(_MAIN_LANGUAGE_TEMPLATES, [name], ask("ask", "main_language", values))
+        for climate in db.climates:
+            question = ask("ask", "climate", (climate.name,))
+            self._add_all(_CLIMATE_TEMPLATES, [climate.name, *climate.aliases], question)
+        self._add_all(_TROPICS, [""], ask("ask", "climate", ("tropical",)))
+        self._add_all(_DESERT, [""], ask("ask", "climate", ("dry",)))
+        for canonical, (attribute, values, negate) in _FIXED.items():
+            question = ask("ask", attribute, values, negate)  # type: ignore[arg-type]
+            self._add_all((canonical, *_PARAPHRASES.get(canonical, ())), [""], question)
+        for size, phrases in _SIZE_PHRASES.items():
+            for attribute, comparators in (
+                ("population_over", _OVER),
+                ("population_under", _UNDER),
+            ):
+                amounts = [f"{cmp} {phrase}" for cmp in comparators for phrase in phrases]
+                question = ask("ask", attribute, (size,))  # type: ignore[arg-type]
+                self._add_all(_POPULATION_TEMPLATES, amounts, question)
+                self._add_all(_SIZE_WORDS.get((attribute, size), ()), [""], question)
+
+    def _register_location(self, names: Iterable[str], *values: str) -> None:
+        for name in names:
+            key = name_key(name)
+            owner = self._locations.setdefault(key, values)
+            if owner != values:
+                raise ValueError(f"the place name {name!r} names both {owner} and {values}")
+
+    # -- the game's data ----------------------------------------------------
+    def secrets(self, split: str | None = None) -> Sequence[str]:
+        if split is None:
+            return self._splits["train"] + self._splits["test"]
+        if split not in self._splits:
+            raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
+        return self._splits[split]
+
+    def city(self, name: str) -> City:
+        return self._cities[self._check_secret(name)]
+
+    def canonical_questions(self) -> Sequence[str]:
+        return [*_OPEN_QUESTIONS, *self.weak_questions()]
+
+    def weak_questions(self) -> Sequence[str]:
+        """Yes/no questions only: the weak player never asks an open question."""
+        db = self.database
+        questions = ["Is it on the coast?", "Is it a capital city?"]
+        questions += [f"Is it in {c.name}?" for c in db.continents]
+        questions += [f"Is it in {_with_article(c)}?" for c in db.countries]
+        questions += [f"Do people speak {lang.name} there?" for lang in db.languages]
+        questions += [f"Is the climate {c.name}?" for c in db.climates]
+        questions += [
+            "Does it have more than 1 million people?",
+            "Does it have more than 5 million people?",
+            "Is it in the southern hemisphere?",
+        ]
+        return questions
+
+    def guess_question(self, secret: str) -> str:
+        return f"Is it {self._check_secret(secret)}?"
+
+    def question_forms(self) -> dict[CityQuestion, str]:
+        """One phrasing of every distinct question the oracle understands (for tests)."""
+        forms: dict[CityQuestion, str] = {}
+        for key, question in self._table.items():
+            forms.setdefault(question, key)
+        return forms
+
+    # -- answering ------------------------------------------------------------
+    def _parse(self, question: str) -> CityQuestion:
+        tokens = normalize(question)
+        parsed = self._table.get(question_key(tokens))
+        if parsed is not None:
+            return parsed
+        rest = tokens[2:] if tokens[:2] == ("is", "it") else tokens
+        for prefix in (("in",), ("city", "of"), ("city",)):
+            if rest[: len(prefix)] == prefix:
+                rest = rest[len(prefix) :]
+                break
+        guesses = split_names(rest, self._names)
+        if guesses is not None:
+            return CityQuestion("guess", guesses=guesses)
+        if tokens[:3] == ("is", "it", "in") and any(t in SEPARATORS for t in tokens):
+            places = split_names(tokens[3:], {key: key for key in self._locations})
+            if places is not None:
+                values = tuple(v for place in places for v in self._locations[place])
+                return CityQuestion("ask", "location", values)
+        return _INVALID
+
+    def judge(self, question: str, secret: str) -> Verdict:
+        city = self._cities.get(secret)
+        if city is None:
+            raise self._unknown_secret(secret)
+        parsed = self.parse(question)
+        if parsed.kind == "guess":
+            return guess_verdict(parsed.guesses, secret)
+        if parsed.kind == "invalid" or parsed.attribute is None:
+            return Verdict(INVALID_QUESTION)
+        return Verdict(_ANSWERS[parsed.attribute](self, city, parsed))
+
+    def answer(self, question: str, secret: str) -> str:
+        return self.judge(question, secret).answer
+
+    def make_tool(self, secret: str) -> BaseTool:
+        """A LangChain tool answering questions about the city ``secret``."""
+        self._check_secret(secret)
+        return make_question_tool(
+            lambda question: self.answer(question, secret),
+            name="ask_about_city",
+            description=(
+                "Ask one question about the secret city (e.g. 'Is it in Europe?', 'What "
+                "language do they speak?') or guess it (e.g. 'Is it Paris?'). Unknown "
+                "questions are answered 'Invalid question.'; a guess naming exactly the "
+                "secret city is answered 'Yes.' and wins."
+            ),
+        )
+
+    def country_hidden(self, city: City) -> bool:
+        """Naming the country would name the city (Mexico City, Singapore, Tunis)."""
+        city_name, country = name_key(city.name), name_key(city.country)
+        return country in city_name or city_name in country
+
+    def _climates_of(self, city: City) -> tuple[str, ...]:
+        group = self._climate_groups[city.climate]
+        return (city.climate,) if group is None else (city.climate, group)
+
+    def _check_secret(self, secret: str) -> str:
+        if secret not in self._cities:
+            raise self._unknown_secret(secret)
+        return secret
+
+    def _unknown_secret(self, secret: str) -> ValueError:
+        return ValueError(
+            f"unknown secret city {secret!r}; use one of the {len(self._cities)} cities "
+            f"of the data, e.g. {list(self._cities)[:3]}"
+        )
+
+
+_OPEN_QUESTIONS = tuple(
+    q for q, (attribute, _, _) in _FIXED.items() if attribute.startswith("what")
+)
+
+
+def _with_article(place: Place) -> str:
+    return f"{place.article} {place.name}" if place.article else place.name
+
+
+def _yes(condition: bool, question: CityQuestion) -> str:
+    return YES if condition != question.negate else NO
+
+
+def _location(oracle: GuessMyCityOracle, city: City, q: CityQuestion) -> str:
+    here = (f"country:{city.country}", f"continent:{city.continent}")
+    return _yes(any(value in here for value in q.values), q)
+
+
+def _what_country(oracle: GuessMyCityOracle, city: City, q: CityQuestion) -> str:
+    if oracle.country_hidden(city):
+        return HIDDEN_COUNTRY
+    return f"It is in {_with_article(oracle._countries[city.country])}."
+
+
+_BAND_INDEX = {band: index for index, band in enumerate(POPULATION_BANDS)}
+_THRESHOLD_INDEX = {"1": 1, "5": 2}  # the first band at or above the threshold
+
+_ANSWERS: dict[str, Callable[[GuessMyCityOracle, City, CityQuestion], str]] = {
+    "location": _location,
+    "capital_of": lambda o, c, q: _yes(c.capital and c.country in q.values, q),
+    "coastal": lambda o, c, q: _yes(c.coastal, q),
+    "capital": lambda o, c, q: _yes(c.capital, q),
+    "population_over": lambda o, c, q: _yes(
+        _BAND_INDEX[c.population] >= _THRESHOLD_INDEX[q.values[0]], q
+    ),
+    "population_under": lambda o, c, q: _yes(
+        _BAND_INDEX[c.population] < _THRESHOLD_INDEX[q.values[0]], q
+    ),
+    "language": lambda o, c, q: _yes(any(lang in q.values for lang in c.languages), q),
+    "main_language": lambda o, c, q: _yes(c.languages[0] in q.values, q),
+    "climate": lambda o, c, q: _yes(any(v in q.values for v in o._climates_of(c)), q),
+    "hemisphere": lambda o, c, q: _yes(c.hemisphere in q.values, q),
+    "what_continent": lambda o, c, q: f"It is in {c.continent}.",
+    "what_country": _what_country,
+    "what_language": lambda o, c, q: f"The main language is {c.languages[0]}.",
+    "what_climate": lambda o, c, q: f"The climate is {c.climate}.",
+    "what_population": lambda o, c, q: _BAND_TEXT[c.population],
+    "what_hemisphere": lambda o, c, q: f"It is in the {c.hemisphere}ern hemisphere.",
+}
+
+
+@cache
+def _default_oracle() -> GuessMyCityOracle:
+    return GuessMyCityOracle(load_city_database())
+
+
+def answer_city_question(question: str, city: str) -> str:
+    """Answer ``question`` about the secret ``city``."""
+    return _default_oracle().answer(question, city)
+
+
+def make_guess_my_city_tool(city: str) -> BaseTool:
+    """A LangChain tool for playing Guess My City against ``city``."""
+    return _default_oracle().make_tool(city)
