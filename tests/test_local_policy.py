@@ -46,6 +46,7 @@ def test_prompt_is_bos_then_the_rendered_observation(tiny_policy: LocalPolicy) -
     ids = tiny_policy.prompt_ids(MEDIUM)
     assert ids[0] == tiny_policy.bos_id
     assert tiny_policy.tokenizer.decode(ids[1:]) == MEDIUM
+    assert tiny_policy.tokenizer.encode(tiny_policy.tokenizer.bos_token + MEDIUM) == ids
     generation = tiny_policy.generate([MEDIUM], SamplingParams(max_new_tokens=3))[0]
     assert generation.prompt_token_ids == ids
 
