@@ -36,7 +36,7 @@ from archer_agents.tools.support.models import (
     User,
     money,
 )
-from archer_agents.tools.support.tools import SupportStore
+from archer_agents.tools.support.tools import apply_writes
 
 TEMPLATES: tuple[str, ...] = (
     "cancel",
@@ -257,15 +257,10 @@ class _TaskBuilder:
                 return f"the order with the {item.name}"
         return ""
 
-    def _finish(self, work: Database, intent: Intent, actions: list[GoldAction]) -> IntentBuild:
-        store = SupportStore(work)
-        for action in actions:
-            output = getattr(store, action.name)(**action.arguments)
-            if output.startswith("Error"):
-                raise RuntimeError(
-                    f"gold action {action.name}({action.arguments}) was refused: {output}; "
-                    "this is a bug in the SupportSim task generator"
-                )
+    @staticmethod
+    def _finish(work: Database, intent: Intent, actions: list[GoldAction]) -> IntentBuild:
+        """Apply the gold actions to the working fork, so the next intent sees their effect."""
+        apply_writes(work, [(action.name, action.arguments) for action in actions])
         return intent, actions
 
     def _payment_for(self, user: User, amount: float, prefer: str | None = None) -> str | None:
@@ -565,7 +560,7 @@ def _build_task(
     intents: list[Intent] = []
     actions: list[GoldAction] = []
     for build in plan:
-        built = build(user, work, used)
+        built = build(work.users[user.user_id], work, used)  # as earlier intents left it
         if built is None:
             return None
         intent, gold = built

@@ -551,17 +551,24 @@ def build_support_tools(store: SupportStore, *, include_respond: bool = True) ->
     return tools
 
 
-def replay(db: Database, actions: Sequence[tuple[str, Mapping[str, Any]]]) -> Database:
-    """Apply write actions to a fork of ``db``; raise if one is refused (a broken gold plan)."""
-    fork = db.fork()
-    store = SupportStore(fork)
+def apply_writes(db: Database, actions: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """Apply write actions to ``db`` in place; raise if one is refused (a broken gold plan)."""
+    store = SupportStore(db)
     for name, arguments in actions:
         if name not in WRITE_TOOLS:
-            raise ValueError(f"replay takes write tools only ({sorted(WRITE_TOOLS)}), got {name!r}")
+            raise ValueError(
+                f"only write tools can be replayed ({sorted(WRITE_TOOLS)}), got {name!r}"
+            )
         output = getattr(store, name)(**arguments)
         if output.startswith("Error"):
             raise ValueError(
                 f"gold action {name}({dict(arguments)}) was refused: {output}; "
                 "the task generator built an action the database does not allow"
             )
+
+
+def replay(db: Database, actions: Sequence[tuple[str, Mapping[str, Any]]]) -> Database:
+    """A fork of ``db`` with the write actions applied (``db`` itself is unchanged)."""
+    fork = db.fork()
+    apply_writes(fork, actions)
     return fork
