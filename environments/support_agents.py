@@ -38,6 +38,17 @@ if TYPE_CHECKING:
 ANYTHING_ELSE = "Is there anything else I can help you with?"
 GOODBYE = "Thank you for contacting us. Have a great day!"
 
+_SWAP_FLAWS = ("skip_confirmation", "wrong_payment", "wrong_item")
+WRITE_FLAWS: dict[str, tuple[str, ...]] = {
+    "cancel": ("skip_confirmation", "wrong_reason"),
+    "return": _SWAP_FLAWS,
+    "exchange": _SWAP_FLAWS,
+    "modify_items": _SWAP_FLAWS,
+    "modify_address": ("skip_confirmation",),
+    "modify_payment": ("skip_confirmation", "wrong_payment"),
+}
+"""The weak agent's possible mistakes on a write request, by request kind."""
+
 
 def _call(name: str, **arguments: Any) -> str:
     return render_tool_call(name, arguments)
@@ -107,29 +118,17 @@ class _Script:
         if intent.kind == "refuse":
             return steps + self._refusal(intent)
         action = next(gold)
-        arguments = dict(action.arguments)
-        flaw = self._flaw(*self._flaws_for(intent.kind))
+        flaw = self._flaw(*WRITE_FLAWS[intent.kind])
         steps.append(_say(self._question(intent.kind)))
         if intent.kind in ("exchange", "modify_items"):
             for product_id in self._products(intent):
                 steps.append(_call("get_product_details", product_id=product_id))
-        arguments = self._spoil(intent, arguments, flaw)
+        arguments = self._spoil(intent, action.arguments, flaw)
         if flaw != "skip_confirmation":
             steps.append(_say(self._proposal(intent.kind, arguments)))
         steps.append(_call(action.name, **arguments))
         steps.append(_say(f"Done: {self._summary(intent.kind, intent.order_id)}. {ANYTHING_ELSE}"))
         return steps
-
-    @staticmethod
-    def _flaws_for(kind: str) -> tuple[str, ...]:
-        flaws = ["skip_confirmation", "wrong_payment"]
-        if kind in ("return", "exchange", "modify_items"):
-            flaws.append("wrong_item")
-        if kind == "cancel":
-            flaws = ["skip_confirmation", "wrong_reason"]
-        if kind == "modify_address":
-            flaws = ["skip_confirmation"]
-        return tuple(flaws)
 
     # -- questions and answers ------------------------------------------------------
     def _product_question(self, intent: Intent, intro: str) -> list[str]:
