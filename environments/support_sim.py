@@ -132,6 +132,7 @@ class SupportSimEnv(ToolCallingEnv):
         return self._support_task
 
     def support_task(self, task_id: str) -> SupportTask:
+        """Any task of either split by id (goal, gold actions, required outputs)."""
         return self._support_tasks[task_id]
 
     # -- episode --------------------------------------------------------------------
