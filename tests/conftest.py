@@ -14,6 +14,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny models gain nothing from intra-op threads, and the suite's processes share two cores.
+torch.set_num_threads(1)
 
 TINY_CORPUS: tuple[str, ...] = (
     "Questions:\nIs it an animal? Yes.\nIs it a mammal? No.\nIs it a bird? Yes.\n"
