@@ -231,7 +231,30 @@ class LocalPolicy:
                 f"context of {self.context_length} tokens; lower max_new_tokens"
             )
         budget = self.context_length - sampling.max_new_tokens
-        prompts = [self.prompt_ids(obs, budget) for obs in observations]
+        return self.generate_ids([self.prompt_ids(obs, budget) for obs in observations], sampling)
+
+    def generate_ids(
+        self, prompts: Sequence[Sequence[int]], sampling: SamplingParams | None = None
+    ) -> list[Generation]:
+        """Sample one utterance per prompt given as token ids (bos included), in one batch.
+
+        `generate` renders and tokenizes observations and calls this; a server that
+        receives token ids calls it directly. Prompts plus ``max_new_tokens`` must
+        fit the context.
+        """
+        sampling = sampling or SamplingParams()
+        prompts = [[int(i) for i in prompt] for prompt in prompts]
+        if not prompts:
+            return []
+        longest = max(len(prompt) for prompt in prompts)
+        if min(len(prompt) for prompt in prompts) == 0 or (
+            longest + sampling.max_new_tokens > self.context_length
+        ):
+            raise ValueError(
+                f"prompts must hold 1 to {self.context_length - sampling.max_new_tokens} tokens "
+                f"so that max_new_tokens {sampling.max_new_tokens} fits the context of "
+                f"{self.context_length}; got {longest} (or an empty prompt); shorten the prompts"
+            )
         with _eval_mode(self.model), torch.no_grad():
             tokens, logprobs, lengths, finished = self._sample(prompts, sampling)
         generations = []
