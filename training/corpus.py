@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 
 from archer_agents.environments.base import TextEnv
-from archer_agents.training.rollout import ScriptedActor, collect, make_env_factory
+from archer_agents.training.rollout import make_env_factory
 
 logger = logging.getLogger(__name__)
 
@@ -26,29 +26,31 @@ def default_corpus_env_ids() -> list[str]:
 
 
 def environment_corpus(
-    env_ids: Sequence[str] | None = None, *, episodes_per_kind: int = 40, seed: int = 0
+    env_ids: Sequence[str] | None = None, *, episodes_per_kind: int = 20, seed: int = 0
 ) -> list[str]:
-    """Observations and utterances of scripted play in each environment."""
+    """Observations and utterances of scripted play in each environment.
+
+    One environment instance per id plays every scripted kind on both splits
+    (building an environment can mean generating a database or a catalog).
+    """
     texts: list[str] = []
     for env_id in env_ids or default_corpus_env_ids():
-        factory = make_env_factory(env_id)
-        probe = factory()
-        kinds = probe.unwrapped.scripted_kinds if isinstance(probe.unwrapped, TextEnv) else ()
-        probe.close()
+        env = make_env_factory(env_id)()
+        base = env.unwrapped
+        kinds = base.scripted_kinds if isinstance(base, TextEnv) else ()
         for kind in kinds:
+            agent = base.make_scripted_agent(kind, seed=seed)
             for split in ("train", "test"):
-                result = collect(
-                    factory,
-                    ScriptedActor(kind, seed=seed),
-                    episodes_per_kind,
-                    num_envs=8,
-                    split=split,
-                    seed=seed,
-                )
-                for episode in result.episodes:
-                    for transition in episode.transitions:
-                        texts.append(transition.action)
-                    if episode.transitions:
-                        texts.append(episode.transitions[-1].next_observation)
+                for episode in range(episodes_per_kind):
+                    observation, info = env.reset(seed=seed + episode, options={"split": split})
+                    agent.reset(observation, info)
+                    done = False
+                    while not done:
+                        action = agent.act(observation)
+                        texts.append(action)
+                        observation, _, terminated, truncated, _ = env.step(action)
+                        done = terminated or truncated
+                    texts.append(observation)
+        env.close()
         logger.info("corpus: %s gives %d texts so far", env_id, len(texts))
     return texts
