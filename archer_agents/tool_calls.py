@@ -1,5 +1,9 @@
 """Parse an agent's utterance into a tool call, never executing it.
 
+One parser for the environments (`archer_agents.environments.tool_env`) and
+the LangChain chat model (`archer_agents.chat_model`), so a deployed agent's
+calls are read exactly as they were read in training.
+
 Two forms are accepted:
 
 - JSON: ``{"name": "get_order", "arguments": {"order_id": "#W1"}}`` (``"args"``
