@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from archer_agents.schema import Episode
+from archer_agents.schema import Episode, Transition
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,26 @@ def action_token_ids(tokenizer: Any, action: str) -> list[int]:
     return [*tokenizer.encode(action, add_special_tokens=False), tokenizer.eos_token_id]
 
 
+def transition_token_ids(
+    tokenizer: Any, transition: Transition, *, retokenize: bool = False
+) -> list[int]:
+    """The utterance's ids: exactly as sampled when recorded, else `action_token_ids`.
+
+    ``retokenize`` ignores recorded ids, for logs written by another model.
+    """
+    if transition.action_token_ids is not None and not retokenize:
+        return list(transition.action_token_ids)
+    return action_token_ids(tokenizer, transition.action)
+
+
+def nll_loss(
+    policy: Any, observations: Sequence[str], token_ids: Sequence[Sequence[int]]
+) -> torch.Tensor:
+    """Mean negative log-likelihood per token of the utterances' ids, eos included."""
+    token_logprobs = policy.log_probs(list(observations), [list(ids) for ids in token_ids])
+    return -torch.cat(token_logprobs).mean()
+
+
 def behaviour_clone(
     policy: Any,
     episodes: Sequence[Episode],
@@ -111,8 +131,7 @@ def behaviour_clone(
             rng.shuffle(fresh)
             order.extend(fresh)
         batch = [encoded[order.pop()] for _ in range(min(config.batch_size, len(encoded)))]
-        token_logprobs = policy.log_probs([b[0] for b in batch], [b[1] for b in batch])
-        loss = -torch.cat(token_logprobs).mean()  # mean NLL per token
+        loss = nll_loss(policy, [b[0] for b in batch], [b[1] for b in batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
