@@ -149,6 +149,10 @@ class FilteredBC:
             for episode in kept
             for t in episode.transitions
         ]
+        if not pairs:
+            # The threshold comes from every return so far; the pool may hold none that pass.
+            logger.info("no pooled episode reaches the return threshold %.3f yet", threshold)
+            return {"filtered_bc/threshold": threshold, "filtered_bc/kept_episodes": 0.0}
         losses, grad_norms = [], []
         for _ in range(self.config.steps_per_update):
             indices = self._rng.integers(0, len(pairs), size=self.config.batch_size)
