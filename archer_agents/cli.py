@@ -45,7 +45,7 @@ def _run(fn: Callable[[], T]) -> T:
         if os.environ.get("ARCHER_DEBUG"):
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        console.print(f"[bold red]error:[/] {message}")
+        console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
         raise typer.Exit(code=2) from None
 
 
@@ -435,12 +435,16 @@ def _evaluator(
     return evaluate
 
 
-def main() -> None:
-    # Commands defined in their own modules register themselves on `app`.
-    from archer_agents import quickstart  # noqa: F401
+def full_app() -> typer.Typer:
+    """The app with every command, including those defined in their own modules."""
+    from archer_agents import quickstart  # noqa: F401  (registers on `app`)
 
+    return app
+
+
+def main() -> None:
     logging.basicConfig(level=os.environ.get("ARCHER_LOG_LEVEL", "WARNING"))
-    app()
+    full_app()()
 
 
 if __name__ == "__main__":

@@ -39,7 +39,11 @@ def test_policy_rollouts_are_batched_logged_and_token_faithful(tiny_policy, tmp_
     sampling = SamplingParams(max_new_tokens=12)
     with EpisodeWriter(log) as writer:
         result = collect(
-            make_env_factory(TQ), PolicyActor(policy, sampling), 6, num_envs=3, writer=writer,
+            make_env_factory(TQ),
+            PolicyActor(policy, sampling),
+            6,
+            num_envs=3,
+            writer=writer,
             policy_version="v7",
         )
     assert len(result.episodes) == 6
@@ -52,12 +56,17 @@ def test_policy_rollouts_are_batched_logged_and_token_faithful(tiny_policy, tmp_
     read, report = read_episodes(log)
     assert read == result.episodes and report.lines_skipped == 0
     for episode in read:
-        assert episode.env_id == TQ and episode.total_reward == sum(t.reward for t in episode.transitions)
+        assert episode.env_id == TQ and episode.total_reward == sum(
+            t.reward for t in episode.transitions
+        )
         for transition in episode.transitions:
             assert transition.policy_version == "v7"
             ids, logprobs = transition.action_token_ids, transition.action_logprobs
             assert ids and logprobs and len(ids) == len(logprobs) <= 12
-            assert transition.prompt_token_ids and transition.prompt_token_ids[0] == tiny_policy.tokenizer.bos_token_id
+            assert (
+                transition.prompt_token_ids
+                and transition.prompt_token_ids[0] == tiny_policy.tokenizer.bos_token_id
+            )
         # The observation chain is continuous.
         for before, after in zip(episode.transitions, episode.transitions[1:], strict=False):
             assert after.observation == before.next_observation
@@ -70,8 +79,12 @@ def test_policy_rollouts_are_batched_logged_and_token_faithful(tiny_policy, tmp_
 def test_task_sweep_and_seeds_make_evaluation_reproducible() -> None:
     factory = make_env_factory(TQ)
     tasks = list(factory().unwrapped.task_ids("test"))[:5]
-    first = collect(factory, ScriptedActor("weak", seed=1), 10, num_envs=4, split="test", task_ids=tasks, seed=5)
-    again = collect(factory, ScriptedActor("weak", seed=1), 10, num_envs=4, split="test", task_ids=tasks, seed=5)
+    first = collect(
+        factory, ScriptedActor("weak", seed=1), 10, num_envs=4, split="test", task_ids=tasks, seed=5
+    )
+    again = collect(
+        factory, ScriptedActor("weak", seed=1), 10, num_envs=4, split="test", task_ids=tasks, seed=5
+    )
     assert sorted(e.task_id for e in first.episodes) == sorted(tasks * 2)
     key = lambda e: e.seed  # noqa: E731
     assert [e.transitions for e in sorted(first.episodes, key=key)] == [
@@ -87,8 +100,12 @@ def test_unknown_environment_lists_the_known_ids() -> None:
 def episode(task: str, rewards: list[float], success: bool, invalid: int = 0) -> Episode:
     transitions = [
         Transition(
-            observation="o", action="a", reward=r, next_observation="o",
-            terminated=i == len(rewards) - 1, info={"invalid_action": i < invalid},
+            observation="o",
+            action="a",
+            reward=r,
+            next_observation="o",
+            terminated=i == len(rewards) - 1,
+            info={"invalid_action": i < invalid},
         )
         for i, r in enumerate(rewards)
     ]
@@ -125,7 +142,9 @@ def test_behaviour_cloning_learns_the_teacher(tiny_policy) -> None:
     before = teacher_nll()
     evaluations = []
     result = behaviour_clone(
-        tiny_policy, data, BCConfig(steps=40, batch_size=16, eval_every=20, warmup_steps=5),
+        tiny_policy,
+        data,
+        BCConfig(steps=40, batch_size=16, eval_every=20, warmup_steps=5),
         evaluate=lambda step: evaluations.append(step) or {"eval/marker": float(step)},
     )
     after = teacher_nll()

@@ -1,0 +1,100 @@
+"""The `archer` command: user errors are one line, the commands do their job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from archer_agents.cli import full_app
+from archer_agents.episode_log import read_episodes
+
+runner = CliRunner()
+TQ = "archer/TwentyQuestions-v0"
+
+
+def run(*args: str, input: str | None = None):
+    return runner.invoke(full_app(), list(args), input=input, catch_exceptions=False)
+
+
+def test_envs_lists_every_registered_id() -> None:
+    result = run("envs")
+    assert result.exit_code == 0
+    for name in ("TwentyQuestions", "GuessMyCity", "SupportSim", "MiniShop-v0", "MiniShopBrowser"):
+        assert name in result.output
+
+
+def test_rollout_writes_a_log_and_prints_a_summary(tmp_path: Path) -> None:
+    log = tmp_path / "expert.jsonl"
+    result = run(
+        "rollout", TQ, "--policy", "expert", "--episodes", "6", "--out", str(log), "--num-envs", "3"
+    )
+    assert result.exit_code == 0, result.output
+    assert "success" in result.output and "episodes appended" in result.output
+    episodes, _ = read_episodes(log)
+    assert len(episodes) == 6 and all(e.success for e in episodes)
+
+
+def test_eval_compares_policies_on_the_test_split() -> None:
+    result = run("eval", TQ, "--policy", "expert", "--policy", "random", "--episodes", "8")
+    assert result.exit_code == 0, result.output
+    assert "expert" in result.output and "random" in result.output and "test split" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("rollout", "archer/Nope-v0", "--episodes", "1"), "unknown environment 'archer/Nope-v0'"),
+        (("rollout", TQ, "--policy", "no/such/dir"), "neither a scripted agent"),
+        (("bc", "missing.jsonl", "--model", "m", "--out", "o"), "missing.jsonl does not exist"),
+        (("play", TQ, "--task-id", "unicorn-xyz"), "not in the train split"),
+        (("quickstart", "--teacher", "oracle"), "--teacher must be expert or weak"),
+    ],
+)
+def test_user_errors_are_one_clear_line(
+    args: tuple[str, ...], message: str, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run(*args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) <= 2
+
+
+def test_bad_option_value_is_rejected_by_the_parser() -> None:
+    result = run("rollout", TQ, "--episodes", "many")
+    assert result.exit_code == 2 and "Invalid value for '--episodes'" in result.output
+
+
+def test_a_person_can_play_twenty_questions() -> None:
+    result = run(
+        "play",
+        TQ,
+        "--split",
+        "test",
+        "--seed",
+        "1",
+        input="Is it an animal?\nblah blah\nquit\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "Questions:" in result.output
+    assert "Is it an animal? Yes." in result.output or "Is it an animal? No." in result.output
+    assert "Invalid question." in result.output
+
+
+def test_init_model_builds_a_reloadable_model(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "model"
+    result = run("init-model", str(out), "--size", "test", "--vocab-size", "400")
+    assert result.exit_code == 0, result.output
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert model.config.model_type == "llama"
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000
+    text = "Questions:\nIs it an animal? Yes.\n"
+    assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
+    again = run("init-model", str(out), "--size", "test")
+    assert again.exit_code == 2 and "--overwrite" in again.output
