@@ -1,0 +1,259 @@
+"""Offline ArCHer: IQL critic and AWR actor trained from an episode log on disk, no environment."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import pytest
+import torch
+
+from archer_agents.environments.question_game import QuestionGameEnv
+from archer_agents.episode_log import EpisodeLogError, EpisodeWriter
+from archer_agents.local_policy import LocalPolicy
+from archer_agents.schema import Episode, Transition
+from archer_agents.training import rollout
+from archer_agents.training.bc import action_token_ids
+from archer_agents.training.checkpoint import load_latest, save_checkpoint
+from archer_agents.training.losses import awr_actor_loss, iql_critic_loss
+from archer_agents.training.offline_archer import (
+    OfflineArcher,
+    OfflineArcherConfig,
+    offline_transitions,
+    train_offline,
+)
+from archer_agents.training.rollout import PolicyActor, ScriptedActor, collect, make_env_factory
+
+ENV_ID = "archer/TwentyQuestions-v0"
+
+
+@pytest.fixture(scope="module")
+def scripted_episodes() -> list[Episode]:
+    """Expert and random Twenty Questions episodes (4 turns at most): varied returns, no ids."""
+    factory = make_env_factory(ENV_ID, max_turns=4)
+    expert = collect(factory, ScriptedActor("expert"), 3, num_envs=3, seed=0).episodes
+    random = collect(factory, ScriptedActor("random"), 3, num_envs=3, seed=10).episodes
+    return expert + random
+
+
+@pytest.fixture
+def episode_log(tmp_path: Path, scripted_episodes: list[Episode]) -> Path:
+    """The episodes on disk, ending in a torn line as a crashed writer leaves it."""
+    path = tmp_path / "episodes.jsonl"
+    with EpisodeWriter(path, fsync=False) as writer:
+        writer.write_all(scripted_episodes)
+    torn = scripted_episodes[0].model_dump_json()[:57]
+    with path.open("a") as handle:
+        handle.write(torn)
+    return path
+
+
+def config(log: Path, **overrides: Any) -> OfflineArcherConfig:
+    settings: dict[str, Any] = {
+        "data": [log],
+        "critic_hidden_size": 32,
+        "critic_lr": 1e-2,
+        "critic_steps": 10,
+        "critic_batch_size": 16,
+        "actor_lr": 3e-3,
+        "actor_steps": 3,
+        "actor_batch_size": 8,
+        "max_new_tokens": 6,
+    }
+    return OfflineArcherConfig(**{**settings, **overrides})
+
+
+def parameters_of(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters() if p.requires_grad]
+
+
+def moved(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
+    after = [p.detach() for p in module.parameters() if p.requires_grad]
+    return any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+@pytest.fixture
+def no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to build, reset or step an environment, or to collect, fails the test."""
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("offline training touched the environment")
+
+    monkeypatch.setattr(gym, "make", forbidden)
+    monkeypatch.setattr(QuestionGameEnv, "reset", forbidden)
+    monkeypatch.setattr(QuestionGameEnv, "step", forbidden)
+    monkeypatch.setattr(rollout, "collect", forbidden)
+
+
+def test_trains_from_a_log_on_disk_with_a_torn_last_line_and_no_environment(
+    episode_log: Path,
+    scripted_episodes: list[Episode],
+    tiny_policy: LocalPolicy,
+    no_environment: None,
+) -> None:
+    algo = OfflineArcher(config(episode_log), tiny_policy)
+    assert algo.report.torn_last_line and algo.report.episodes_read == len(scripted_episodes)
+    assert len(algo.buffer) == sum(e.num_turns for e in scripted_episodes)
+    # Scripted utterances carry no ids: each is scored as its tokens plus eos.
+    stored = algo.buffer.sample(5)
+    for t in stored:
+        assert t.action_token_ids == action_token_ids(tiny_policy.tokenizer, t.action)
+        assert t.action_logprobs is None
+
+    policy_before, critic_before = parameters_of(tiny_policy.model), parameters_of(algo.critic)
+    history = train_offline(algo, 2)
+    assert len(history) == 2 and algo.updates == 2
+    assert {"critic/critic_loss", "critic/v_loss", "actor/awr_loss", "actor/weight_mean"} <= set(
+        history[-1]
+    )
+    assert moved(policy_before, tiny_policy.model) and moved(critic_before, algo.critic)
+    assert isinstance(algo.actor(), PolicyActor)  # for evaluation only
+    algo.observe(scripted_episodes)  # observed episodes never enter the fixed buffer
+    assert len(algo.buffer) == sum(e.num_turns for e in scripted_episodes)
+    assert OfflineArcher.online is False
+
+
+def test_iql_critic_and_awr_actor_lower_their_losses_on_a_fixed_batch(
+    episode_log: Path, tiny_policy: LocalPolicy
+) -> None:
+    algo = OfflineArcher(config(episode_log, critic_steps=20), tiny_policy)
+    batch = algo.buffer.sample(32)
+    observations = [t.observation for t in batch]
+    actions = [t.action for t in batch]
+    rewards = torch.tensor([t.reward for t in batch])
+    dones = torch.tensor([t.done for t in batch])
+    with torch.no_grad():
+        q, v = algo.critic(observations, actions)
+        fixed_advantages = q.min(dim=-1).values - v.min(dim=-1).values
+
+    def losses() -> tuple[float, float]:
+        with torch.no_grad():
+            q, v = algo.critic(observations, actions)
+            critic, _ = iql_critic_loss(
+                q,
+                v,
+                rewards,
+                dones,
+                algo.target.v([t.next_observation for t in batch]),
+                algo.target.q(observations, actions),
+                algo.config.gamma,
+                algo.config.expectile,
+            )
+            logp = tiny_policy.log_probs(observations, [t.action_token_ids for t in batch])
+            actor, _ = awr_actor_loss(logp, fixed_advantages)
+        return critic.item(), actor.item()
+
+    critic_before, actor_before = losses()
+    train_offline(algo, 3)
+    critic_after, actor_after = losses()
+    assert critic_after < 0.5 * critic_before
+    assert actor_after < actor_before - 1.0
+
+
+def test_warm_up_trains_the_critic_alone(episode_log: Path, tiny_policy: LocalPolicy) -> None:
+    algo = OfflineArcher(config(episode_log, warmup_iterations=1, critic_steps=2), tiny_policy)
+    policy_before = parameters_of(tiny_policy.model)
+    first = algo.update(0)
+    assert not any(key.startswith("actor/") for key in first)
+    assert not moved(policy_before, tiny_policy.model)
+    assert "actor/awr_loss" in algo.update(1)
+    assert moved(policy_before, tiny_policy.model)
+
+
+def test_recorded_ids_are_kept_missing_ones_tokenized_and_pending_rewards_left_out(
+    tiny_policy: LocalPolicy, caplog: pytest.LogCaptureFixture
+) -> None:
+    tokenizer = tiny_policy.tokenizer
+    sampled = Transition(
+        observation="Questions:\n",
+        action="Is it red?",
+        reward=-1.0,
+        next_observation="Questions:\nIs it red? No.\n",
+        action_token_ids=[5, 6, 7],
+        action_logprobs=[-1.0, -2.0, -3.0],
+    )
+    plain = sampled.model_copy(update={"action_token_ids": None, "action_logprobs": None})
+    done = Episode(env_id=ENV_ID, transitions=[sampled, plain]).finalize()
+    pending = Episode(env_id="langchain-agent", source="langchain", transitions=[plain])
+    with caplog.at_level(logging.WARNING):
+        out = offline_transitions([done, pending], tokenizer)
+    assert "1 episode(s) whose reward has not arrived" in caplog.text
+    assert len(out) == 2
+    assert out[0].action_token_ids == [5, 6, 7] and out[0].action_logprobs == [-1.0, -2.0, -3.0]
+    assert out[1].action_token_ids == action_token_ids(tokenizer, "Is it red?")
+    assert out[1].action_token_ids[-1] == tokenizer.eos_token_id
+    retokenized = offline_transitions([done], tokenizer, retokenize=True)
+    assert retokenized[0].action_token_ids == out[1].action_token_ids
+    assert retokenized[0].action_logprobs is None
+
+
+def test_developer_mistakes_name_the_fix(
+    tmp_path: Path, episode_log: Path, tiny_policy: LocalPolicy
+) -> None:
+    with pytest.raises(ValueError, match="set data to one or more JSONL files"):
+        OfflineArcherConfig()
+    with pytest.raises(ValueError, match="Extra inputs"):
+        OfflineArcherConfig(data=[episode_log], expectle=0.9)  # type: ignore[call-arg]
+    with pytest.raises(FileNotFoundError, match="check the path"):
+        OfflineArcher(config(tmp_path / "missing.jsonl"), tiny_policy)
+
+    foreign = Transition(
+        observation="Questions:\n",
+        action="Is it red?",
+        reward=-1.0,
+        next_observation="Questions:\nIs it red? No.\n",
+        terminated=True,
+        action_token_ids=[10**6],
+    )
+    path = tmp_path / "foreign.jsonl"
+    with EpisodeWriter(path, fsync=False) as writer:
+        writer.write(Episode(env_id=ENV_ID, transitions=[foreign]).finalize())
+    with pytest.raises(ValueError, match="retokenize: true"):
+        OfflineArcher(config(path), tiny_policy)
+    algo = OfflineArcher(config(path, retokenize=True, critic_steps=1), tiny_policy)
+    assert algo.buffer.sample(1)[0].action_token_ids == action_token_ids(
+        tiny_policy.tokenizer, "Is it red?"
+    )
+
+
+def test_a_bad_line_in_the_middle_stops_unless_skipped(
+    tmp_path: Path, scripted_episodes: list[Episode], tiny_policy: LocalPolicy
+) -> None:
+    path = tmp_path / "bad.jsonl"
+    with EpisodeWriter(path, fsync=False) as writer:
+        writer.write(scripted_episodes[0])
+    with path.open("a") as handle:
+        handle.write("{not json}\n")
+    with EpisodeWriter(path, fsync=False) as writer:
+        writer.write(scripted_episodes[1])
+    with pytest.raises(EpisodeLogError, match=r"bad.jsonl:2"):
+        OfflineArcher(config(path), tiny_policy)
+    algo = OfflineArcher(config(path, skip_bad_lines=True), tiny_policy)
+    assert len(algo.report.bad_lines) == 1 and algo.report.episodes_read == 2
+
+
+def test_state_round_trip_resumes_identically(
+    episode_log: Path, tiny_policy: LocalPolicy, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    settings = config(episode_log, critic_steps=3, actor_steps=1)
+    algo = OfflineArcher(settings, tiny_policy)
+    algo.update(0)
+    save_checkpoint(tmp_path / "ckpt", algo.state_dict(), step=1)
+    checkpoint = load_latest(tmp_path / "ckpt")  # weights_only=True, as the trainer loads
+    assert checkpoint is not None
+
+    other = OfflineArcher(settings, LocalPolicy.from_pretrained(tiny_model_dir, seed=5))
+    other.load_state_dict(checkpoint.state)
+    for name, value in algo.state_dict().items():
+        if isinstance(value, dict) and name in ("critic", "target"):
+            for key, tensor in value.items():
+                assert torch.equal(tensor, other.state_dict()[name][key]), f"{name}.{key}"
+    assert other.updates == algo.updates == 1
+    assert other.update(1) == algo.update(1)
+
+    fewer = tmp_path / "fewer.jsonl"
+    fewer.write_text(episode_log.read_text().splitlines()[0] + "\n")
+    with pytest.raises(ValueError, match="resume with the same data files"):
+        OfflineArcher(config(fewer), tiny_policy).load_state_dict(checkpoint.state)
