@@ -480,7 +480,7 @@ def test_reinforce_loss_is_the_baselined_trajectory_log_likelihood(
     with torch.no_grad():
         sums = [
             sum(
-                tiny_policy.log_probs([t.observation], [t.action_token_ids])[0].sum().item()
+                float(tiny_policy.log_probs([t.observation], [t.action_token_ids or []])[0].sum())
                 for t in e.transitions
             )
             for e in episodes

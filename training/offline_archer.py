@@ -176,7 +176,8 @@ class OfflineArcher:
                 f"the logs {[str(p) for p in config.data]} hold no rewarded transitions "
                 f"({len(episodes)} episodes read); point data at logs of finished episodes"
             )
-        vocab = int(self.policy.model.get_input_embeddings().num_embeddings)
+        embeddings = self.policy.model.get_input_embeddings()
+        vocab = max(len(self.policy.tokenizer), int(getattr(embeddings, "num_embeddings", 0)))
         if any(i < 0 or i >= vocab for t in transitions for i in t.action_token_ids or []):
             raise ValueError(
                 f"recorded token ids fall outside this policy's vocabulary of {vocab}: the log "
