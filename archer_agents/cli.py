@@ -437,7 +437,10 @@ def _evaluator(
 
 def full_app() -> typer.Typer:
     """The app with every command, including those defined in their own modules."""
-    from archer_agents import quickstart  # noqa: F401  (registers on `app`)
+    from archer_agents import (
+        cli_logs,  # noqa: F401  (registers on `app`)
+        quickstart,  # noqa: F401  (registers on `app`)
+    )
 
     return app
 
