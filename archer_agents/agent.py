@@ -14,7 +14,8 @@ A source is one of:
 - a policy directory written by `LocalPolicy.save` (``archer bc --out``, the
   trainers' saved policies, a LoRA adapter directory with its base recorded),
   or a hub id of an open model;
-- the URL of an OpenAI-compatible server (``http://127.0.0.1:8000/v1``), with
+- the URL of an OpenAI-compatible server (``http://127.0.0.1:8000``, with or
+  without the ``/v1`` suffix OpenAI clients use), with
   ``model=`` naming the served model or adapter version and ``tokenizer=`` the
   served model's tokenizer (`archer_agents.server_policy.ServerPolicy`);
 - a `Policy` object already built.
@@ -72,7 +73,7 @@ def load_policy(
     if not path.exists() and not _looks_like_hub_id(text):
         raise FileNotFoundError(
             f"no policy at {text!r}: expected a directory written by LocalPolicy.save (e.g. "
-            "`archer bc --out DIR`), a hub id, or a server URL http(s)://HOST:PORT/v1"
+            "`archer bc --out DIR`), a hub id, or a server URL http(s)://HOST:PORT"
         )
     from archer_agents.local_policy import LocalPolicy
 
@@ -156,7 +157,8 @@ def _server_policy(
         from archer_agents.server_policy import ServerPolicy
     except ImportError as exc:
         raise ImportError(f"a server URL needs httpx and the serving layer: {SERVE_PIP}") from exc
-    policy: Policy = ServerPolicy(url, model, tokenizer, api_key=api_key)
+    root = url.rstrip("/").removesuffix("/v1")  # ServerPolicy adds the /v1 paths itself
+    policy: Policy = ServerPolicy(root, model, tokenizer, api_key=api_key)
     return policy
 
 
