@@ -146,6 +146,6 @@ class TextEnv(gym.Env[str, str]):
         return None
 
 
-def random_choice(rng: np.random.Generator, items: Sequence[Any]) -> Any:
+def random_choice(rng: np.random.Generator, items: Sequence[Any] | np.ndarray) -> Any:
     """One item of a non-empty sequence, drawn with `rng`."""
     return items[int(rng.integers(len(items)))]

@@ -37,8 +37,10 @@ def environment_corpus(
     for env_id in env_ids or default_corpus_env_ids():
         env = make_env_factory(env_id)()
         base = env.unwrapped
-        kinds = base.scripted_kinds if isinstance(base, TextEnv) else ()
-        for kind in kinds:
+        if not isinstance(base, TextEnv):
+            env.close()
+            continue
+        for kind in base.scripted_kinds:
             agent = base.make_scripted_agent(kind, seed=seed)
             for split in ("train", "test"):
                 for episode in range(episodes_per_kind):
