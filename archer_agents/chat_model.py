@@ -36,6 +36,7 @@ import re
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -283,8 +284,10 @@ class ArcherChatModel(BaseChatModel):
 
     def _sample(self, observation: str) -> tuple[list[Generation], list[float] | None, int]:
         """The candidates, their critic values (None without a critic) and the chosen index."""
+        # A policy that does not declare itself thread-safe (``thread_safe = True``)
+        # samples one call at a time: batch() and async calls run in threads.
         thread_safe = bool(getattr(self.policy, "thread_safe", False))
-        with _maybe(self._lock, not thread_safe):
+        with nullcontext() if thread_safe else self._lock:
             candidates = self.policy.generate([observation] * self.num_candidates, self.sampling)
             if len(candidates) != self.num_candidates:
                 raise RuntimeError(
@@ -298,21 +301,6 @@ class ArcherChatModel(BaseChatModel):
             row = candidate_values(self.critic, [observation], [[c.text for c in candidates]])[0]
         values = [float(v) for v in row]
         return candidates, values, int(row.argmax())
-
-
-class _maybe:
-    """Hold ``lock`` for the block when ``enabled``."""
-
-    def __init__(self, lock: threading.Lock, enabled: bool) -> None:
-        self.lock, self.enabled = lock, enabled
-
-    def __enter__(self) -> None:
-        if self.enabled:
-            self.lock.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.lock.release()
 
 
 def _reject_unknown(kwargs: dict[str, Any]) -> None:

@@ -10,6 +10,8 @@ game through `langchain.agents.create_agent` with the environment's own tool.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -239,6 +241,39 @@ def test_async_invoke_stream_and_batch() -> None:
     assert "".join(str(c.content) for c in chunks) == "c d"
     assert sorted(str(m.content) for m in batch) == ["e", "f"]
     assert [m.content for m in model.batch([])] == []
+
+
+class CountingPolicy(ScriptedPolicy):
+    """Records how many generate calls run at once; with ``barrier``, waits for a partner."""
+
+    def __init__(self, thread_safe: bool, barrier: threading.Barrier | None = None) -> None:
+        super().__init__(["x"] * 4)
+        self.thread_safe = thread_safe
+        self.barrier = barrier
+        self.inside = 0
+        self.most_inside = 0
+        self.count_lock = threading.Lock()
+
+    def generate(self, observations, sampling=None):  # type: ignore[no-untyped-def]
+        with self.count_lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        if self.barrier is not None:
+            self.barrier.wait()
+        else:
+            time.sleep(0.05)
+        with self.count_lock:
+            self.inside -= 1
+            return super().generate(observations, sampling)
+
+
+def test_policies_sample_one_call_at_a_time_unless_they_declare_themselves_thread_safe() -> None:
+    serial = CountingPolicy(thread_safe=False)
+    ArcherChatModel(policy=serial).batch(["a", "b", "c"])
+    assert serial.most_inside == 1
+    together = CountingPolicy(thread_safe=True, barrier=threading.Barrier(2, timeout=10))
+    ArcherChatModel(policy=together).batch(["a", "b"])
+    assert together.most_inside == 2
 
 
 def test_developer_mistakes_raise_with_the_fix() -> None:
