@@ -243,11 +243,11 @@ class LocalPolicy:
         fit the context.
         """
         sampling = sampling or SamplingParams()
-        prompts = [[int(i) for i in prompt] for prompt in prompts]
-        if not prompts:
+        rows = [[int(i) for i in prompt] for prompt in prompts]
+        if not rows:
             return []
-        longest = max(len(prompt) for prompt in prompts)
-        if min(len(prompt) for prompt in prompts) == 0 or (
+        longest = max(len(row) for row in rows)
+        if min(len(row) for row in rows) == 0 or (
             longest + sampling.max_new_tokens > self.context_length
         ):
             raise ValueError(
@@ -256,9 +256,9 @@ class LocalPolicy:
                 f"{self.context_length}; got {longest} (or an empty prompt); shorten the prompts"
             )
         with _eval_mode(self.model), torch.no_grad():
-            tokens, logprobs, lengths, finished = self._sample(prompts, sampling)
+            tokens, logprobs, lengths, finished = self._sample(rows, sampling)
         generations = []
-        for row, prompt in enumerate(prompts):
+        for row, prompt in enumerate(rows):
             n = int(lengths[row])
             ids = tokens[row, :n].tolist()
             text_ids = ids[:-1] if finished[row] else ids
