@@ -439,6 +439,7 @@ def full_app() -> typer.Typer:
     """The app with every command, including those defined in their own modules."""
     from archer_agents import (
         cli_logs,  # noqa: F401  (registers on `app`)
+        cli_serve,  # noqa: F401  (registers on `app`)
         quickstart,  # noqa: F401  (registers on `app`)
     )
 

@@ -260,6 +260,8 @@ class ModelEngine:
             return
         if name in self._peft.peft_config:
             if len(self._peft.peft_config) > 1:
+                others = [other for other in self._peft.peft_config if other != name]
+                self._peft.set_adapter(others[0])  # deleting the active adapter warns
                 self._peft.delete_adapter(name)
             else:
                 self._base = self._peft.unload()

@@ -1,0 +1,274 @@
+"""A `Policy` that samples from an OpenAI-compatible server: vLLM, or the local server.
+
+Rollouts on a server are only useful for training if they carry exactly what
+was sampled, so every request
+
+- sends the prompt as token ids, ``[bos] + ids(render_prompt(observation))``,
+  the same ids `LocalPolicy.prompt_ids` builds (a text prompt would be
+  re-tokenized by the server, without bos for the embedded tokenizer);
+- asks for ``logprobs=0`` (the sampled token's log-probability),
+  ``return_tokens_as_token_ids`` and ``return_token_ids``, and reads the
+  sampled ids and their log-probabilities back, the end-of-utterance token
+  included.
+
+The server must report the log-probabilities of the distribution it sampled
+from: vLLM started with ``--logprobs-mode processed_logprobs`` (as
+`vllm_server` does) or the local server.
+
+Observations are sent in batches of ``batch_size`` prompts per request, with
+up to ``max_concurrency`` requests in flight. The adapter is chosen by model
+name: `route` switches new rollouts to another version. Gradients are always
+computed locally, so `log_probs` is not available here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from archer_agents.policy import Generation, SamplingParams
+from archer_agents.prompts import render_prompt
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+TOKEN_ID_PREFIX = "token_id:"
+"""How a token is written when ``return_tokens_as_token_ids`` is set (vLLM's form)."""
+_RETRY_STATUS = (429, 502, 503, 504)
+
+
+class ServerError(RuntimeError):
+    """The server refused a request or answered in an unexpected shape."""
+
+
+class ServerPolicy:
+    """Samples utterances from ``model`` (a base model or adapter name) on a server at ``base_url``.
+
+    ``tokenizer`` (an object, or a directory or hub id to load one from) must
+    be the served model's: it builds the prompt ids and decodes the text.
+    ``context_length`` defaults to the ``max_model_len`` the server reports.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        tokenizer: PreTrainedTokenizerBase | str | Path,
+        *,
+        api_key: str | None = None,
+        batch_size: int = 16,
+        max_concurrency: int = 8,
+        timeout: float = 300.0,
+        retries: int = 3,
+        context_length: int | None = None,
+    ) -> None:
+        if batch_size < 1 or max_concurrency < 1:
+            raise ValueError(
+                f"batch_size ({batch_size}) and max_concurrency ({max_concurrency}) must be at "
+                "least 1"
+            )
+        if not isinstance(tokenizer, PreTrainedTokenizerBase):
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+        if tokenizer.eos_token_id is None:
+            raise ValueError(
+                "the tokenizer has no eos token, so an utterance could never end; pass the "
+                "served model's tokenizer"
+            )
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.version = model
+        self.tokenizer = tokenizer
+        self.eos_id: int = tokenizer.eos_token_id
+        self.bos_id: int | None = tokenizer.bos_token_id
+        self.batch_size = batch_size
+        self.max_concurrency = max_concurrency
+        self.retries = retries
+        self._context_length = context_length
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=max_concurrency),
+        )
+
+    # -- routing ---------------------------------------------------------------------
+    def route(self, model: str) -> None:
+        """Send new rollouts to ``model`` (an adapter version's served name, or the base)."""
+        logger.info("routing rollouts from %s to %s", self.model, model)
+        self.model = model
+        self.version = model
+
+    @property
+    def context_length(self) -> int:
+        """Most tokens (prompt plus utterance): as given, else the server's max_model_len."""
+        if self._context_length is None:
+            models = self._request("GET", "/v1/models")["data"]
+            lengths = [m.get("max_model_len") for m in models if m.get("max_model_len")]
+            self._context_length = int(lengths[0]) if lengths else 2048
+        return self._context_length
+
+    # -- prompts -------------------------------------------------------------------------
+    def prompt_ids(self, observation: str, max_tokens: int | None = None) -> list[int]:
+        """``[bos] + ids`` of the rendered prompt, keeping its most recent ``max_tokens``.
+
+        The same ids as `LocalPolicy.prompt_ids` for the same tokenizer.
+        """
+        ids: list[int] = self.tokenizer(render_prompt(observation), add_special_tokens=False)[
+            "input_ids"
+        ]
+        head = [] if self.bos_id is None else [self.bos_id]
+        if not head and not ids:
+            raise ValueError(
+                "the observation is empty and the tokenizer has no bos token, so the first "
+                "utterance token would have nothing to condition on; pass a non-empty observation"
+            )
+        if max_tokens is not None and len(head) + len(ids) > max_tokens:
+            keep = max(max_tokens - len(head), 0)
+            ids = ids[len(ids) - keep :] if keep else []
+        return head + ids
+
+    # -- sampling -------------------------------------------------------------------------
+    def generate(
+        self, observations: Sequence[str], sampling: SamplingParams | None = None
+    ) -> list[Generation]:
+        """Sample one utterance per observation: batched requests, several in flight."""
+        sampling = sampling or SamplingParams()
+        if not observations:
+            return []
+        budget = self.context_length - sampling.max_new_tokens
+        if budget < 1:
+            raise ValueError(
+                f"max_new_tokens {sampling.max_new_tokens} leaves no room for a prompt in a "
+                f"context of {self.context_length} tokens; lower max_new_tokens"
+            )
+        prompts = [self.prompt_ids(obs, budget) for obs in observations]
+        chunks = [
+            prompts[start : start + self.batch_size]
+            for start in range(0, len(prompts), self.batch_size)
+        ]
+        if len(chunks) == 1:
+            return self._complete(chunks[0], sampling)
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(chunks))) as pool:
+            results = list(pool.map(lambda chunk: self._complete(chunk, sampling), chunks))
+        return [generation for result in results for generation in result]
+
+    def _complete(self, prompts: list[list[int]], sampling: SamplingParams) -> list[Generation]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "prompt": prompts,
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "logprobs": 0,
+            "return_tokens_as_token_ids": True,
+            "return_token_ids": True,
+        }
+        if sampling.top_k:
+            body["top_k"] = sampling.top_k
+        answer = self._request("POST", "/v1/completions", body)
+        choices = sorted(answer.get("choices", []), key=lambda choice: choice["index"])
+        if len(choices) != len(prompts):
+            raise ServerError(
+                f"sent {len(prompts)} prompts to {self.base_url} but got {len(choices)} choices"
+            )
+        pairs = zip(prompts, choices, strict=True)
+        return [self._generation(prompt, choice) for prompt, choice in pairs]
+
+    def _generation(self, prompt: list[int], choice: dict[str, Any]) -> Generation:
+        logprobs = choice.get("logprobs") or {}
+        token_logprobs = logprobs.get("token_logprobs")
+        ids = choice.get("token_ids")
+        if ids is None and logprobs.get("tokens") is not None:
+            ids = [_token_id(token) for token in logprobs["tokens"]]
+        if ids is None or token_logprobs is None or len(ids) != len(token_logprobs):
+            raise ServerError(
+                f"the server at {self.base_url} returned no sampled token ids with their "
+                "logprobs; it must support logprobs and return_tokens_as_token_ids (vLLM or "
+                "archer's local server)"
+            )
+        if None in token_logprobs:
+            raise ServerError("the server left a sampled token without its logprob")
+        finished = choice.get("finish_reason") == "stop"
+        text_ids = ids[:-1] if finished and ids and ids[-1] == self.eos_id else ids
+        return Generation(
+            text=str(self.tokenizer.decode(text_ids, skip_special_tokens=True)),
+            token_ids=[int(i) for i in ids],
+            logprobs=[float(lp) for lp in token_logprobs],
+            prompt_token_ids=list(choice.get("prompt_token_ids") or prompt),
+            finished=finished,
+        )
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One call, retried with back-off on connection errors, 429 and 5xx gateway errors."""
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                response = self.client.request(method, path, json=body)
+            except httpx.TransportError as exc:
+                if last:
+                    raise ServerError(
+                        f"cannot reach the server at {self.base_url} ({exc}); is it running? "
+                        "Start one with `archer serve`"
+                    ) from exc
+            else:
+                if response.status_code < 400:
+                    return response.json()
+                if response.status_code not in _RETRY_STATUS or last:
+                    raise ServerError(
+                        f"{method} {path} on {self.base_url} failed with "
+                        f"{response.status_code}: {_message(response)}"
+                    )
+            time.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    # -- scoring ----------------------------------------------------------------------------
+    def log_probs(
+        self, observations: Sequence[str], action_token_ids: Sequence[Sequence[int]]
+    ) -> list[torch.Tensor]:
+        raise NotImplementedError(
+            "a ServerPolicy only samples: gradients are computed locally. Score the sampled "
+            "token ids with LocalPolicy.log_probs on the weights being trained (the ids and "
+            "sampling-time logprobs come back with every Generation)"
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> ServerPolicy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _token_id(token: str) -> int:
+    if not token.startswith(TOKEN_ID_PREFIX):
+        raise ServerError(
+            f"token {token!r} is not in the token_id:<id> form; the server ignored "
+            "return_tokens_as_token_ids"
+        )
+    return int(token[len(TOKEN_ID_PREFIX) :])
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and "message" in error:
+            return str(error["message"])
+        if "message" in body:
+            return str(body["message"])
+    return response.text[:500]
