@@ -416,6 +416,37 @@ def test_load_agent_from_a_directory_is_a_runnable_in_every_form(trained_policy_
     assert model.policy.version == "twenty-questions-v1"
 
 
+def test_load_agent_from_a_served_model_in_one_line(
+    trained_policy_dir: Path, tmp_path: Path
+) -> None:
+    from serving_helpers import start_local_server
+
+    local = LocalPolicy.from_pretrained(trained_policy_dir)
+    log = tmp_path / "served.jsonl"
+    server = start_local_server(trained_policy_dir)
+    try:
+        with EpisodeRecorder(log) as recorder:
+            agent = load_agent(
+                f"{server.url}/v1",
+                [game_tool()],
+                model="tiny",
+                tokenizer=trained_policy_dir,
+                sampling=GREEDY,
+                callbacks=[recorder],
+            )
+            _check_win(agent.invoke({"messages": [("user", TASK)]})["messages"])
+    finally:
+        server.stop()
+    (episode,), _ = read_episodes(log)
+    for transition in episode.transitions:
+        assert transition.policy_version == "tiny"
+        assert transition.prompt_token_ids == local.prompt_ids(transition.observation)
+        assert transition.action_token_ids is not None
+        # The server's sampled ids and logprobs are the local model's: training can trust them.
+        (rescored,) = local.log_probs([transition.observation], [transition.action_token_ids])
+        assert rescored.tolist() == pytest.approx(transition.action_logprobs, abs=1e-4)
+
+
 def test_load_agent_names_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="LocalPolicy.save"):
         load_agent(tmp_path / "missing")
