@@ -9,15 +9,20 @@ import torch
 from archer_agents.local_policy import LocalPolicy, LoraSettings
 
 
-def random_adapter(model_dir: Path, out: Path, seed: int, r: int = 8, scale: float = 0.3) -> Path:
-    """Save a LoRA adapter whose B matrices are random (a fresh adapter's are zero, a no-op)."""
+def random_lora_policy(model_dir: Path, seed: int, r: int = 8, scale: float = 0.3) -> LocalPolicy:
+    """A policy whose LoRA B matrices are random (a fresh adapter's are zero, a no-op)."""
     policy = LocalPolicy.from_pretrained(model_dir, lora=LoraSettings(r=r, alpha=2 * r))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, weight in policy.model.named_parameters():
             if "lora_B" in name:
                 weight.copy_(torch.randn(weight.shape, generator=generator) * scale)
-    return policy.save(out)
+    return policy
+
+
+def random_adapter(model_dir: Path, out: Path, seed: int, r: int = 8, scale: float = 0.3) -> Path:
+    """Save a `random_lora_policy`'s adapter to ``out``."""
+    return random_lora_policy(model_dir, seed, r, scale).save(out)
 
 
 def start_local_server(model_dir: Path, settings=None, adapters=None):
