@@ -98,3 +98,27 @@ def test_init_model_builds_a_reloadable_model(tmp_path: Path) -> None:
     assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
     again = run("init-model", str(out), "--size", "test")
     assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+@pytest.mark.parametrize(
+    "env_id, actions, expected",
+    [
+        ("archer/MiniShop-v0", ["search[cotton t-shirt]", 'click("zz99")'], ["results", "Error"]),
+        (
+            "archer/SupportSim-v0",
+            [
+                'respond(message="Hello! Could you give me your email address?")',
+                "find_user_id_by_email()",
+            ],
+            ["User:", "Error: invalid arguments for find_user_id_by_email"],
+        ),
+        ("archer/GuessMyCity-v0", ["Is it in Europe?"], ["Is it in Europe?"]),
+    ],
+)
+def test_a_person_can_play_every_text_environment(
+    env_id: str, actions: list[str], expected: list[str]
+) -> None:
+    result = run("play", env_id, "--split", "test", input="\n".join([*actions, "quit"]) + "\n")
+    assert result.exit_code == 0, result.output
+    for fragment in expected:
+        assert fragment in result.output, (fragment, result.output[-2000:])
