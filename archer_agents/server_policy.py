@@ -58,6 +58,9 @@ class ServerPolicy:
     ``context_length`` defaults to the ``max_model_len`` the server reports.
     """
 
+    thread_safe = True
+    """Callers may sample from several threads at once (the server batches them)."""
+
     def __init__(
         self,
         base_url: str,

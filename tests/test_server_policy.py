@@ -134,3 +134,23 @@ def test_empty_batches_and_oversized_utterances(policy) -> None:
     assert policy.generate([]) == []
     with pytest.raises(ValueError, match="max_new_tokens"):
         policy.generate(["Is it"], SamplingParams(max_new_tokens=4096))
+
+
+def test_threads_may_sample_at_once(policy, base_policy) -> None:
+    import threading
+
+    assert policy.thread_safe
+    results: dict[int, list] = {}
+
+    def sample(i: int) -> None:
+        results[i] = policy.generate([OBSERVATIONS[i]], SamplingParams(max_new_tokens=6))
+
+    threads = [threading.Thread(target=sample, args=(i,)) for i in range(len(OBSERVATIONS))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, generations in results.items():
+        expected = scored(base_policy, [OBSERVATIONS[i]], generations)
+        assert max_gap(generations[0].logprobs, expected[0]) < 1e-5
+    assert len(results) == len(OBSERVATIONS)
