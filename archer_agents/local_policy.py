@@ -358,6 +358,117 @@ class LocalPolicy:
         )  # (B, A)
         return [token_logprobs[row, longest - len(ids) :] for row, ids in enumerate(actions)]
 
+    def log_probs_packed(
+        self, observations: Sequence[str], action_token_ids: Sequence[Sequence[int]]
+    ) -> list[torch.Tensor]:
+        """What `log_probs` returns, with the turns of one episode scored in one sequence.
+
+        When the observation is the whole history, the prompt of turn t + 1
+        extends the prompt of turn t. Such pairs (in any order) are chained and
+        packed into one row: the history once, each turn's utterance right
+        after its own prompt. A custom attention mask hides every utterance
+        from all later tokens and position ids skip it, so each utterance token
+        sees exactly the ids `log_probs` would give it (equal up to float
+        rounding) while the history is processed once instead of once per
+        turn. Pairs that chain with nothing, or whose prompt would be
+        truncated, are scored as by `log_probs`.
+        """
+        if len(observations) != len(action_token_ids):
+            raise ValueError(
+                f"got {len(observations)} observations but {len(action_token_ids)} actions; "
+                "pass one list of action token ids per observation"
+            )
+        if not observations:
+            return []
+        actions = [[int(i) for i in ids] for ids in action_token_ids]
+        prompts = [self.prompt_ids(obs) for obs in observations]
+        fits = [
+            len(p) + len(a) < self.context_length for p, a in zip(prompts, actions, strict=True)
+        ]
+        chains = _chain_prompts(observations, prompts, fits)
+        results: list[torch.Tensor | None] = [None] * len(observations)
+        singles = [i for i, fit in enumerate(fits) if not fit]
+        if singles:
+            scored = self.log_probs(
+                [observations[i] for i in singles], [actions[i] for i in singles]
+            )
+            for i, value in zip(singles, scored, strict=True):
+                results[i] = value
+        if chains:
+            for chain, values in zip(
+                chains, self._score_chains(chains, prompts, actions), strict=True
+            ):
+                for i, value in zip(chain, values, strict=True):
+                    results[i] = value
+        return [value for value in results if value is not None]
+
+    def _score_chains(
+        self, chains: list[list[int]], prompts: list[list[int]], actions: list[list[int]]
+    ) -> list[list[torch.Tensor]]:
+        """One packed row per chain; per chain, the log-probs of each turn's utterance."""
+        rows, positions, segments, spans = [], [], [], []
+        for chain in chains:
+            tokens: list[int] = []
+            position: list[int] = []
+            segment: list[int] = []
+            span: list[tuple[int, int]] = []
+            history: list[int] = []
+            for turn, index in enumerate(chain):
+                prompt, action = prompts[index], actions[index]
+                tokens += prompt[len(history) :]
+                position += range(len(history), len(prompt))
+                segment += [-1] * (len(prompt) - len(history))
+                history = prompt
+                span.append((len(tokens), len(action)))
+                tokens += action
+                position += range(len(prompt), len(prompt) + len(action))
+                segment += [turn] * len(action)
+            rows.append(tokens)
+            positions.append(position)
+            segments.append(segment)
+            spans.append(span)
+        width = max(len(row) for row in rows)
+        batch = len(rows)
+        input_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
+        position_ids = torch.zeros(batch, width, dtype=torch.long)
+        segment_ids = torch.full((batch, width), -2, dtype=torch.long)  # -2 padding, -1 history
+        for b, (row, position, segment) in enumerate(zip(rows, positions, segments, strict=True)):
+            offset = width - len(row)  # left padding
+            input_ids[b, offset:] = torch.tensor(row)
+            position_ids[b, offset:] = torch.tensor(position)
+            segment_ids[b, offset:] = torch.tensor(segment)
+        query = segment_ids[:, :, None]  # (B, T, 1)
+        key = segment_ids[:, None, :]  # (B, 1, T)
+        causal = torch.ones(width, width, dtype=torch.bool).tril()  # (T, T)
+        visible = (key == -1) | ((key == query) & (key >= 0))  # history, or the same utterance
+        allowed = causal & visible  # (B, T, T)
+        allowed |= torch.eye(width, dtype=torch.bool)  # padding attends to itself (no empty rows)
+        dtype = next(self.model.parameters()).dtype
+        mask = torch.zeros(batch, 1, width, width, dtype=dtype)
+        mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+        with _eval_mode(self.model):
+            out = self.model(
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=position_ids.to(self.device),
+                use_cache=False,
+            )
+        # Logits only where an utterance token is predicted: position p - 1 predicts token p.
+        rows_index, cols_index, lengths = [], [], []
+        for b, span in enumerate(spans):
+            offset = width - len(rows[b])
+            for start, n in span:
+                rows_index += [b] * n
+                cols_index += range(offset + start, offset + start + n)
+                lengths.append(n)
+        rows_t = torch.tensor(rows_index, device=self.device)
+        cols_t = torch.tensor(cols_index, device=self.device)
+        logits = out.logits[rows_t, cols_t - 1].float()  # (N, V)
+        targets = input_ids.to(self.device)[rows_t, cols_t]  # (N,)
+        flat = F.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)  # (N,)
+        pieces = iter(flat.split(lengths))
+        return [[next(pieces) for _ in span] for span in spans]
+
     # -- helpers -------------------------------------------------------------------
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and attention mask, both (B, T), padded on the left."""
@@ -412,6 +523,39 @@ def warped_log_probs(logits: torch.Tensor, sampling: SamplingParams) -> torch.Te
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logprobs = F.log_softmax(logprobs.masked_fill(drop, float("-inf")), dim=-1)
     return logprobs
+
+
+def _chain_prompts(
+    observations: Sequence[str], prompts: list[list[int]], fits: list[bool]
+) -> list[list[int]]:
+    """Group pair indices into chains whose prompts strictly extend one another.
+
+    Histories grow a line per turn, so a chain's last observation is looked up
+    among the newline-ended prefixes of each longer observation; a match must
+    also be a prefix in token ids (the tokenizer may merge across the join).
+    """
+    order = sorted((i for i, fit in enumerate(fits) if fit), key=lambda i: len(prompts[i]))
+    chains: list[list[int]] = []
+    open_ends: dict[str, list[int]] = {}  # observation text -> chains ending there
+    for i in order:
+        text = observations[i]
+        chain_index = None
+        cut = text.rfind("\n", 0, len(text) - 1)
+        while cut >= 0 and chain_index is None:
+            waiting = open_ends.get(text[: cut + 1])
+            if waiting:
+                candidate = waiting[-1]
+                end = prompts[chains[candidate][-1]]
+                if len(end) < len(prompts[i]) and prompts[i][: len(end)] == end:
+                    chain_index = waiting.pop()
+            cut = text.rfind("\n", 0, cut)
+        if chain_index is None:
+            chains.append([i])
+            chain_index = len(chains) - 1
+        else:
+            chains[chain_index].append(i)
+        open_ends.setdefault(text, []).append(chain_index)
+    return chains
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:

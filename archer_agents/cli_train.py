@@ -1,0 +1,236 @@
+"""`archer train`: run any algorithm with the shared trainer, from a config file and overrides.
+
+An algorithm is one line of `ALGORITHMS`: its name on the command line, the
+module that defines it, its class and its config class. Every algorithm is
+built the same way, ``Algorithm(config, policy)``, and trained by the same
+`Trainer`; its config and the trainer's are one run config with two sections::
+
+    # run.yaml
+    trainer:
+      iterations: 40
+      episodes_per_iteration: 64
+    algorithm:
+      actor_lr: 1.0e-3
+      min_visits: 50
+
+    archer train --algo archer --config run.yaml --set warmup_iterations=5 \\
+        --env archer/TwentyQuestions-v0 --model runs/bc --out runs/archer
+
+A bare key (``warmup_iterations``) goes to the one section that has it;
+``trainer.seed=1`` names the section explicitly (see `training.config`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from archer_agents.cli import (
+    UserError,
+    _env_factory,
+    _looks_like_hub_id,
+    _progress,
+    _run,
+    app,
+    console,
+)
+
+ALGORITHMS: dict[str, tuple[str, str, str]] = {
+    "archer": ("archer_agents.training.archer", "Archer", "ArcherConfig"),
+    "chai": ("archer_agents.training.chai", "Chai", "ChaiConfig"),
+    "filtered_bc": ("archer_agents.training.filtered_bc", "FilteredBC", "FilteredBCConfig"),
+    "reinforce": ("archer_agents.training.reinforce", "Reinforce", "ReinforceConfig"),
+    "ppo": ("archer_agents.training.ppo", "PPO", "PPOConfig"),
+    "offline_archer": (
+        "archer_agents.training.offline_archer",
+        "OfflineArcher",
+        "OfflineArcherConfig",
+    ),
+}
+"""name -> (module, algorithm class, config class); built as ``cls(config, policy)``."""
+
+
+def algorithm_classes(name: str) -> tuple[type[Any], type[BaseModel]]:
+    """The algorithm class and config class registered under ``name``."""
+    try:
+        module_name, algorithm_name, config_name = ALGORITHMS[name]
+    except KeyError:
+        raise UserError(
+            f"unknown algorithm {name!r}; choose one of {', '.join(sorted(ALGORITHMS))}"
+        ) from None
+    module = importlib.import_module(module_name)
+    return getattr(module, algorithm_name), getattr(module, config_name)
+
+
+def run_config_class(algorithm_config: type[BaseModel]) -> type[BaseModel]:
+    """A config with a ``trainer`` section and an ``algorithm`` section of the given class."""
+    from archer_agents.training.trainer import TrainerConfig
+
+    return create_model(
+        "RunConfig",
+        __config__=ConfigDict(extra="forbid"),
+        trainer=(TrainerConfig, Field(default_factory=TrainerConfig)),
+        algorithm=(algorithm_config, ...),
+    )
+
+
+def load_run_config(
+    algo: str,
+    config_file: Path | None,
+    overrides: list[str],
+    defaults: dict[str, Any] | None = None,
+) -> tuple[Any, BaseModel]:
+    """(TrainerConfig, algorithm config) from defaults, a file and ``key=value`` overrides."""
+    from archer_agents.training.config import ConfigError, load_config
+
+    _, config_class = algorithm_classes(algo)
+    base = {"trainer": {}, "algorithm": {}}
+    for section, values in (defaults or {}).items():
+        base[section] = dict(values)
+    try:
+        run = load_config(run_config_class(config_class), config_file, overrides, defaults=base)
+    except ConfigError as error:
+        raise UserError(str(error)) from None
+    return run.trainer, run.algorithm  # type: ignore[attr-defined]
+
+
+@app.command("train")
+def train_command(
+    algo: Annotated[str, typer.Option(help=f"Algorithm: {', '.join(ALGORITHMS)}.")] = "archer",
+    env: Annotated[
+        str, typer.Option("--env", help="Environment id.")
+    ] = "archer/TwentyQuestions-v0",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "--init",
+            help="Policy to start from: a model directory (e.g. from `archer bc`) or hub id. "
+            "On --resume, defaults to the run's own.",
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/train"),
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML or TOML run config (trainer/algorithm).")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="key=value override, repeatable (e.g. --set actor_lr=1e-4)."),
+    ] = None,
+    lora: Annotated[bool, typer.Option(help="Train a fresh LoRA adapter on the model.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")
+    ] = None,
+) -> None:
+    """Train a policy online (or offline) with an algorithm, the shared loop and checkpoints."""
+
+    def run() -> None:
+        result = train(
+            algo=algo,
+            env_id=env,
+            model=model,
+            out=out,
+            config_file=config,
+            overrides=list(overrides or []),
+            lora=lora,
+            resume=resume,
+            threads=threads,
+        )
+        counters = result.counters
+        console.print(
+            f"{counters.iteration} iterations, {counters.episodes} episodes in "
+            f"{counters.train_seconds / 60:.1f} min; run in [bold]{out}[/]"
+        )
+
+    _run(run)
+
+
+def train(
+    *,
+    algo: str,
+    env_id: str,
+    model: str | None,
+    out: Path,
+    config_file: Path | None = None,
+    overrides: list[str] | None = None,
+    lora: bool = False,
+    resume: bool = False,
+    threads: int | None = None,
+    defaults: dict[str, Any] | None = None,
+    references: dict[str, float] | None = None,
+) -> Any:
+    """Build the policy, the algorithm and the trainer, and run it; returns the `TrainResult`."""
+    import torch
+
+    from archer_agents.local_policy import LocalPolicy, LoraSettings
+    from archer_agents.training.trainer import RUN_FILE, Trainer
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    algorithm_class, _ = algorithm_classes(algo)
+    trainer_config, algorithm_config = load_run_config(
+        algo, config_file, list(overrides or []), defaults
+    )
+    lora_settings = LoraSettings() if lora else None
+    if model is None:
+        model, lora_settings = _model_of_run(out, RUN_FILE) if resume else (None, None)
+        if model is None:
+            raise UserError("--model is required: the policy to start from (a model directory)")
+    if not Path(model).exists() and not _looks_like_hub_id(model):
+        raise UserError(f"model {model!r} does not exist; build one with `archer init-model`")
+    factory = _env_factory(env_id)
+    policy = LocalPolicy.from_pretrained(model, lora=lora_settings, seed=trainer_config.seed)
+    try:
+        algorithm = algorithm_class(algorithm_config, policy)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    run_info = {
+        "model": str(model),
+        "lora": None if lora_settings is None else lora_settings.model_dump(mode="json"),
+    }
+    with _progress() as progress:
+        task = progress.add_task(f"{algo} training", total=trainer_config.iterations, info="")
+
+        def on_iteration(iteration: int, record: dict[str, float]) -> None:
+            info = []
+            if "rollout/return_mean" in record:
+                info.append(f"return {record['rollout/return_mean']:.2f}")
+            if "rollout/valid_rate" in record:
+                info.append(f"valid {record['rollout/valid_rate']:.1%}")
+            if "eval/return_mean" in record:
+                info.append(f"eval {record['eval/return_mean']:.2f}")
+            progress.update(task, completed=iteration, info="  ".join(info))
+
+        trainer = Trainer(
+            algorithm,
+            env_id,
+            out,
+            trainer_config,
+            env_factory=factory,
+            run_info=run_info,
+            references=references,
+            on_iteration=on_iteration,
+        )
+        return trainer.train(resume=resume)
+
+
+def _model_of_run(out: Path, run_file: str) -> tuple[str | None, Any]:
+    """The model and LoRA settings a run directory was started with (for --resume)."""
+    import json
+
+    from archer_agents.local_policy import LoraSettings
+
+    path = out / run_file
+    if not path.is_file():
+        return None, None
+    info = json.loads(path.read_text())
+    lora = info.get("lora")
+    return info.get("model"), (LoraSettings(**lora) if lora else None)
+
+
+__all__ = ["ALGORITHMS", "algorithm_classes", "load_run_config", "run_config_class", "train"]

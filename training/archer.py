@@ -1,0 +1,520 @@
+"""Online ArCHer: an off-policy utterance-level critic and a token-level policy gradient.
+
+Paper: Zhou, Zanette, Pan, Levine, Kumar, "ArCHer: Training Language Model
+Agents via Hierarchical Multi-Turn RL", ICML 2024 (arXiv 2402.19446);
+/work/shared/ALGORITHM.md is the specification. Per iteration the trainer
+collects episodes with `Archer.actor` and hands them to `Archer.observe` (the
+replay buffer); `Archer.update` then runs
+
+1. ``critic_steps`` critic steps on batches drawn uniformly from the buffer:
+   Q_k(s, a) toward r + gamma * (1 - done) * Vbar_k(s') and V_k(s) toward
+   Qbar_k(s, a_pi), with a_pi freshly sampled from the current policy at s at
+   every step; a time-limit end counts as done; the target critic moves by
+   Polyak averaging after every step (`losses.critic_loss`);
+2. after ``warmup_iterations`` iterations of the critic alone, ``actor_steps``
+   actor steps: states from the buffer, utterances re-sampled from the current
+   policy, advantage min Q - min V from the online critic (no gradient), and
+   REINFORCE over exactly the sampled token ids, end-of-utterance token
+   included (`losses.actor_loss`).
+
+Where this departs from the paper and its public code:
+
+- The defects listed in ALGORITHM.md are avoided: left padding and exact
+  token ids (`LocalPolicy`), sampling from the distribution that is scored
+  (temperature only, no top-k), gradient-norm clipping per optimiser over its
+  own parameters, seeded everything.
+- Stability options from ALGORITHM.md's small-scale notes, all off by default
+  (the paper's plain REINFORCE): advantage normalisation over the actor batch
+  and clipping, a KL anchor to the behaviour-cloned reference policy (a frozen
+  copy of the policy as it was when training started), the visit-count guard
+  (a positive advantage on an utterance the critic has seen fewer than
+  ``min_visits`` times in the buffer is treated as zero), and a reward penalty
+  for utterances the environment could not understand.
+- The paper's token-level baseline, which the public code never finished, is
+  `TokenBaseline`: b(s, a_<t) regressed onto the utterance's advantage, over
+  hashed features of the observation and the decoded token prefix (the
+  paper's baseline reads the policy's hidden states).
+- Default sizes are the public code's (50 critic steps of 256, 3 actor steps
+  of 256, warm-up of 10 iterations); the learning rates of the small CPU model
+  used by `archer quickstart` are far higher than the paper's 7B ones (see
+  `archer_agents.quickstart`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from archer_agents.critic import DoubleCritic, make_target, polyak_update
+from archer_agents.encoders import HashingEncoder
+from archer_agents.local_policy import LocalPolicy
+from archer_agents.policy import Generation, SamplingParams
+from archer_agents.schema import Episode, Transition
+from archer_agents.training.critic_config import CriticSettings, build_critic, critic_optimizer
+from archer_agents.training.losses import actor_loss, advantage, critic_loss, token_baseline_loss
+from archer_agents.training.replay_buffer import ReplayBuffer
+from archer_agents.training.rollout import Actor, PolicyActor
+from archer_agents.training.updates import (
+    clip_and_step,
+    load_policy_state,
+    module_device,
+    policy_state,
+)
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+class ArcherConfig(CriticSettings):
+    """ArCHer's settings: the critic's (see `CriticSettings`), the actor's, and stability options.
+
+    Defaults are the paper's public code where they make sense for any model
+    (ALGORITHM.md, "Loop"); its learning rates are for GPT-2/7B models, and the
+    0.6M-parameter CPU demo uses much higher ones (`archer_agents.quickstart`).
+    """
+
+    actor_lr: float = Field(1e-5, gt=0.0)
+    """Adam learning rate of the policy (paper: 1e-6 to 1e-5; the CPU demo model uses 1e-3)."""
+    actor_steps: int = Field(3, ge=0)
+    """Actor gradient steps per iteration once the warm-up is over (0: train the critic only)."""
+    actor_batch_size: int = Field(256, ge=1)
+    """Buffer states per actor step; one utterance is sampled from the policy at each."""
+    micro_batch_size: int = Field(256, ge=1)
+    """Utterances scored per forward pass of the actor; gradients accumulate (memory only)."""
+    actor_states: Literal["buffer", "latest"] = "buffer"
+    """Where actor states come from: "buffer" (the paper: uniform over the replay buffer) or
+    "latest" (the episodes collected this iteration, whole, so their turns are scored packed;
+    the actions sampled in the rollout are used as long as the policy has not changed since)."""
+    warmup_iterations: int = Field(10, ge=0)
+    """Iterations of critic training alone before the actor starts (paper: 10 to 20)."""
+    max_new_tokens: int = Field(32, ge=1)
+    """Longest sampled utterance in tokens, end-of-utterance token included."""
+    temperature: float = Field(1.0, gt=0.0)
+    """Sampling temperature; the actor's log-probabilities are those of this distribution."""
+    normalize_advantages: bool = False
+    """Standardise advantages over each actor batch (stability option, off in the paper)."""
+    advantage_clip: float | None = Field(None, gt=0.0)
+    """Clamp advantages to [-c, c], after normalisation (stability option; None: no clip)."""
+    kl_coef: float = Field(0.0, ge=0.0)
+    """Weight of the KL anchor to the policy as it was at the start (the behaviour-cloned one)."""
+    min_visits: int = Field(0, ge=0)
+    """Guard: never raise the probability of an utterance seen fewer times than this (0: off)."""
+    invalid_action_penalty: float = Field(0.0, ge=0.0)
+    """Subtracted from the reward of a turn the environment could not understand (0: off)."""
+    token_baseline: bool = False
+    """Subtract the paper's token-level baseline b(s, a_<t) from each token's advantage."""
+    baseline_lr: float = Field(1e-3, gt=0.0)
+    """Adam learning rate of the token-level baseline (used only with token_baseline)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ArcherConfig:
+        if self.normalize_advantages and self.actor_batch_size < 2 and self.actor_steps > 0:
+            raise ValueError(
+                "normalize_advantages needs at least two utterances per actor batch to compute a "
+                f"standard deviation, but actor_batch_size is {self.actor_batch_size}; raise "
+                "actor_batch_size or set normalize_advantages: false"
+            )
+        return self
+
+    @property
+    def sampling(self) -> SamplingParams:
+        """How the policy samples in rollouts, critic targets and actor steps alike."""
+        return SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature)
+
+
+@contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+class TokenBaseline(nn.Module):
+    """The paper's token-level baseline: b(s, a_<t) for every token of an utterance.
+
+    Reads hashed word features of the observation and of the decoded prefix of
+    the utterance before token t (its own encoder, so the critic's is not
+    disturbed) and is regressed onto the utterance's advantage
+    (`losses.token_baseline_loss`); the actor weights token t by A - b_t.
+    """
+
+    def __init__(self, hidden_size: int = 64, seed: int = 0) -> None:
+        super().__init__()
+        self.encoder = HashingEncoder(hidden_size=hidden_size, seed=seed + 7)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.head = nn.Sequential(
+                nn.Linear(2 * hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, 1)
+            )
+
+    def forward(
+        self, observations: Sequence[str], prefixes: Sequence[Sequence[str]]
+    ) -> list[torch.Tensor]:
+        """``prefixes[b][t]``: the text of utterance b before token t -> B tensors (T_b,)."""
+        flat_obs = [obs for obs, row in zip(observations, prefixes, strict=True) for _ in row]
+        flat_prefix = [text for row in prefixes for text in row]
+        features = torch.cat([self.encoder.encode(flat_obs), self.encoder.encode(flat_prefix)], -1)
+        values = self.head(features).squeeze(-1)  # (sum T_b,)
+        return list(values.split([len(row) for row in prefixes]))
+
+
+class Archer:
+    """Online ArCHer as an `Algorithm` (`training.algorithm`): critic steps, then actor steps."""
+
+    name = "archer"
+
+    def __init__(
+        self,
+        config: ArcherConfig,
+        policy: LocalPolicy,
+        *,
+        critic: DoubleCritic | None = None,
+        target: DoubleCritic | None = None,
+        reference: LocalPolicy | None = None,
+    ) -> None:
+        """
+        Args:
+            config: the settings.
+            policy: the policy to train, usually behaviour-cloned first.
+            critic, target: a critic to continue from (e.g. offline ArCHer's) and its
+                target copy; default to fresh ones built from ``config``.
+            reference: the KL anchor's reference policy; defaults to a frozen copy of
+                ``policy`` as given (needed only with ``kl_coef > 0``).
+        """
+        self.config = config
+        self.policy = policy
+        if critic is None:
+            if target is not None:
+                raise ValueError("a target critic was given without its online critic; pass both")
+            critic, target = build_critic(config)
+        self.critic = critic
+        self.target = target if target is not None else make_target(critic)
+        self.critic_optimizer = critic_optimizer(self.critic, config)
+        self.actor_parameters = policy.trainable_parameters()
+        if config.actor_steps and not self.actor_parameters:
+            raise ValueError(
+                "the policy has no trainable parameters; load it with full fine-tuning or a LoRA "
+                "adapter (LocalPolicy.from_pretrained(..., lora=LoraSettings())), or set "
+                "actor_steps: 0 to train only the critic"
+            )
+        self.actor_optimizer = (
+            torch.optim.Adam(self.actor_parameters, lr=config.actor_lr)
+            if self.actor_parameters
+            else None
+        )
+        self.reference: LocalPolicy | None = None
+        if config.kl_coef > 0:
+            self.reference = reference if reference is not None else _frozen_copy(policy)
+        self.baseline: TokenBaseline | None = None
+        self.baseline_optimizer: torch.optim.Adam | None = None
+        if config.token_baseline:
+            self.baseline = TokenBaseline(seed=config.seed)
+            self.baseline_optimizer = torch.optim.Adam(
+                self.baseline.parameters(), lr=config.baseline_lr
+            )
+        self.buffer = ReplayBuffer(config.buffer_capacity, seed=config.seed)
+        self.sampling = config.sampling
+        self.critic_updates = 0
+        self.actor_updates = 0
+        self._latest: list[Episode] = []
+        """The episodes of the newest `observe` call (actor_states "latest")."""
+        self._latest_policy = -1
+        """`actor_updates` when they were observed: their actions are current while it matches."""
+        self._latest_order: list[int] = []
+        self._rng = np.random.default_rng(config.seed)
+
+    # -- the Algorithm protocol ------------------------------------------------------
+    def actor(self) -> Actor:
+        """Rollouts sample from the current policy."""
+        return PolicyActor(self.policy, self.sampling)
+
+    def observe(self, episodes: Sequence[Episode]) -> None:
+        """Add every transition to the replay buffer (with the invalid-action penalty, if set)."""
+        penalty = self.config.invalid_action_penalty
+        fresh = [e for e in episodes if e.transitions]
+        if fresh:
+            self._latest = fresh
+            self._latest_policy = self.actor_updates
+            self._latest_order = []
+        for episode in episodes:
+            for transition in episode.transitions:
+                if penalty and transition.info.get("invalid_action"):
+                    transition = transition.model_copy(
+                        update={"reward": transition.reward - penalty}
+                    )
+                self.buffer.add(transition)
+
+    def update(self, iteration: int) -> dict[str, float]:
+        """The critic steps, then (after the warm-up) the actor steps of iteration ``iteration``.
+
+        Iterations count from 1: the actor first steps in iteration ``warmup_iterations + 1``.
+        """
+        if len(self.buffer) == 0:
+            logger.info("ArCHer's replay buffer is empty; skipping update %d", iteration)
+            return {}
+        config = self.config
+        metrics: dict[str, float] = {"critic/buffer_size": float(len(self.buffer))}
+        start = time.perf_counter()
+        history = [self.critic_step() for _ in range(config.critic_steps)]
+        metrics.update(_mean_metrics("critic", history))
+        metrics["time/critic_s"] = time.perf_counter() - start
+        actor_on = iteration > config.warmup_iterations and config.actor_steps > 0
+        metrics["actor/active"] = float(actor_on)
+        if actor_on:
+            start = time.perf_counter()
+            history = [self.actor_step() for _ in range(config.actor_steps)]
+            metrics.update(_mean_metrics("actor", history))
+            metrics["time/actor_s"] = time.perf_counter() - start
+        return metrics
+
+    # -- critic --------------------------------------------------------------------
+    def critic_step(self, batch: Sequence[Transition] | None = None) -> dict[str, float]:
+        """One critic step (ArCHer's targets), then the Polyak update of the target.
+
+        ``batch`` defaults to ``critic_batch_size`` transitions drawn from the buffer.
+        """
+        config = self.config
+        if batch is None:
+            batch = self.buffer.sample(config.critic_batch_size)
+        device = module_device(self.critic)
+        observations = [t.observation for t in batch]
+        rewards = torch.tensor([t.reward for t in batch], dtype=torch.float32, device=device)
+        dones = torch.tensor([t.done for t in batch], dtype=torch.bool, device=device)
+        sampled = self.policy.generate(observations, self.sampling)  # a_pi ~ pi(. | s), fresh
+        with torch.no_grad(), _eval_mode(self.target):
+            target_v_next = self.target.v([t.next_observation for t in batch])  # (B, 2)
+            target_q_pi = self.target.q(observations, [g.text for g in sampled])  # (B, 2)
+        q_pred, v_pred = self.critic(observations, [t.action for t in batch])  # (B, 2), (B, 2)
+        loss, metrics = critic_loss(
+            q_pred, v_pred, rewards, dones, target_v_next, target_q_pi, config.gamma
+        )
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        metrics["grad_norm"] = clip_and_step(
+            self.critic_optimizer,
+            [p for group in self.critic_optimizer.param_groups for p in group["params"]],
+            config.max_grad_norm,
+        )
+        polyak_update(self.target, self.critic, config.polyak_tau)
+        self.critic_updates += 1
+        return metrics
+
+    # -- actor ---------------------------------------------------------------------
+    def actor_step(self, observations: Sequence[str] | None = None) -> dict[str, float]:
+        """One REINFORCE step on utterances sampled from the current policy.
+
+        ``observations`` default to ``actor_batch_size`` states drawn as
+        ``actor_states`` says; utterances are sampled afresh at them, except
+        that with "latest" the rollout's own samples are used while the policy
+        is still the one that drew them.
+        """
+        config = self.config
+        generations: list[Generation] | None = None
+        if observations is None and config.actor_states == "latest" and self._latest:
+            observations, generations = self._latest_batch()
+        elif observations is None:
+            observations = [t.observation for t in self.buffer.sample(config.actor_batch_size)]
+        observations = list(observations)
+        if generations is None:
+            generations = self.policy.generate(observations, self.sampling)
+        texts = [g.text for g in generations]
+        with torch.no_grad(), _eval_mode(self.critic):
+            q_pi = self.critic.q(observations, texts)  # (B, 2)
+            v = self.critic.v(observations)  # (B, 2)
+        advantages = advantage(q_pi, v).cpu()  # (B,)
+        raw_mean = float(advantages.mean())
+        if config.normalize_advantages:
+            centred = advantages - advantages.mean()
+            advantages = centred / (centred.std(unbiased=False) + 1e-8)
+        visits = self.buffer.visit_counts(texts) if config.min_visits else None
+        baselines = self._baseline_step(observations, generations, advantages)
+
+        batch = len(observations)
+        history = []
+        for start in range(0, batch, config.micro_batch_size):
+            rows = slice(start, start + config.micro_batch_size)
+            chunk_obs = observations[rows]
+            chunk_ids = [g.token_ids for g in generations[rows]]
+            ref = None
+            if self.reference is not None:
+                with torch.no_grad():
+                    ref = self._score(chunk_obs, chunk_ids, self.reference)
+            logp = self._score(chunk_obs, chunk_ids)
+            loss, metrics = actor_loss(
+                logp,
+                advantages[rows].to(logp[0].device),
+                advantage_clip=config.advantage_clip,
+                token_baselines=None if baselines is None else baselines[rows],
+                ref_logprobs=ref,
+                kl_coef=config.kl_coef,
+                visit_counts=None if visits is None else visits[rows],
+                min_visits=config.min_visits,
+            )
+            (loss * (len(chunk_obs) / batch)).backward()
+            metrics["weight"] = len(chunk_obs) / batch
+            history.append(metrics)
+        result = {
+            key: sum(m[key] * m["weight"] for m in history) for key in history[0] if key != "weight"
+        }
+        if self.actor_optimizer is None:
+            raise ValueError("the policy has no trainable parameters, so the actor cannot step")
+        result["grad_norm"] = clip_and_step(
+            self.actor_optimizer, self.actor_parameters, config.max_grad_norm
+        )
+        result["raw_advantage_mean"] = raw_mean
+        result["q_pi_mean"] = float(q_pi.min(dim=-1).values.mean())
+        result["v_mean"] = float(v.min(dim=-1).values.mean())
+        result["sample_eos_rate"] = float(np.mean([g.finished for g in generations]))
+        self.actor_updates += 1
+        return result
+
+    def _latest_batch(self) -> tuple[list[str], list[Generation]]:
+        """Whole episodes of the newest rollout, about ``actor_batch_size`` states, and actions.
+
+        Episodes are drawn without replacement across the steps of an iteration.
+        The rollout's samples are reused while no actor step has happened since
+        they were drawn (they are then exact samples of the current policy);
+        otherwise the policy samples afresh at the same states.
+        """
+        observations: list[str] = []
+        logged: list[Generation] = []
+        while len(observations) < self.config.actor_batch_size:
+            if not self._latest_order:
+                self._latest_order = list(self._rng.permutation(len(self._latest)))
+                if observations:
+                    break  # a whole pass over the rollout is one batch at most
+            episode = self._latest[int(self._latest_order.pop())]
+            for t in episode.transitions:
+                observations.append(t.observation)
+                ids = t.action_token_ids or []
+                logged.append(Generation(text=t.action, token_ids=list(ids), logprobs=[]))
+        current = self._latest_policy == self.actor_updates
+        if current and all(g.token_ids for g in logged):
+            return observations, logged
+        return observations, self.policy.generate(observations, self.sampling)
+
+    def _score(
+        self,
+        observations: Sequence[str],
+        token_ids: Sequence[Sequence[int]],
+        policy: LocalPolicy | None = None,
+    ) -> list[torch.Tensor]:
+        """Per-token log-probs; turns of one episode share a packed pass (states "latest")."""
+        policy = policy or self.policy
+        if self.config.actor_states == "latest":
+            return policy.log_probs_packed(observations, token_ids)
+        return policy.log_probs(observations, token_ids)
+
+    def _baseline_step(
+        self, observations: Sequence[str], generations: Sequence[Generation], advantages: Any
+    ) -> list[torch.Tensor] | None:
+        """Train the token-level baseline on this batch; its (detached) values for the actor."""
+        if self.baseline is None or self.baseline_optimizer is None:
+            return None
+        decode = self.policy.tokenizer.decode
+        prefixes = [
+            [decode(g.token_ids[:t], skip_special_tokens=True) for t in range(len(g.token_ids))]
+            for g in generations
+        ]
+        values = self.baseline(observations, prefixes)
+        loss, _ = token_baseline_loss(values, advantages)
+        self.baseline_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_and_step(
+            self.baseline_optimizer, list(self.baseline.parameters()), self.config.max_grad_norm
+        )
+        return [v.detach() for v in values]
+
+    # -- checkpoints -----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Policy weights, critic, target, optimisers, buffer and counters (plain tensors)."""
+        state: dict[str, Any] = {
+            "version": STATE_VERSION,
+            "policy": policy_state(self.policy),
+            "critic": self.critic.state_dict(),
+            "target": self.target.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "actor_optimizer": (
+                None if self.actor_optimizer is None else self.actor_optimizer.state_dict()
+            ),
+            "buffer": self.buffer.state_dict(),
+            "critic_updates": self.critic_updates,
+            "actor_updates": self.actor_updates,
+        }
+        if self.reference is not None:
+            state["reference"] = _matching_state(self.reference.model, self.policy.model)
+        if self.baseline is not None and self.baseline_optimizer is not None:
+            state["baseline"] = self.baseline.state_dict()
+            state["baseline_optimizer"] = self.baseline_optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict`'s output into an Archer built with the same config and model."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"ArCHer state has version {state.get('version')!r}, this release reads "
+                f"version {STATE_VERSION}"
+            )
+        load_policy_state(self.policy, state["policy"])
+        self.critic.load_state_dict(state["critic"])
+        self.target.load_state_dict(state["target"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        if self.actor_optimizer is not None and state["actor_optimizer"] is not None:
+            self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.critic_updates = int(state["critic_updates"])
+        self.actor_updates = int(state["actor_updates"])
+        if self.reference is not None and "reference" in state:
+            with torch.no_grad():
+                parameters = dict(self.reference.model.named_parameters())
+                for name, tensor in state["reference"].items():
+                    parameters[name].copy_(tensor)
+        if self.baseline is not None and self.baseline_optimizer is not None:
+            if "baseline" not in state:
+                raise ValueError(
+                    "the checkpoint has no token-level baseline but token_baseline is on; "
+                    "resume with the config the checkpoint was written with"
+                )
+            self.baseline.load_state_dict(state["baseline"])
+            self.baseline_optimizer.load_state_dict(state["baseline_optimizer"])
+
+
+def _frozen_copy(policy: LocalPolicy) -> LocalPolicy:
+    """A copy of ``policy`` whose weights never train (the KL anchor's reference)."""
+    model = copy.deepcopy(policy.model)
+    model.requires_grad_(False)
+    model.eval()
+    return LocalPolicy(model, policy.tokenizer, version=f"{policy.version}-reference")
+
+
+def _matching_state(reference: nn.Module, policy: nn.Module) -> dict[str, torch.Tensor]:
+    """The reference's copies of the parameters the policy trains (the rest never differ)."""
+    trained = {name for name, p in policy.named_parameters() if p.requires_grad}
+    return {
+        name: p.detach().cpu().clone()
+        for name, p in reference.named_parameters()
+        if name in trained
+    }
+
+
+def _mean_metrics(prefix: str, history: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Each metric averaged over the steps, under ``prefix/``."""
+    if not history:
+        return {}
+    return {f"{prefix}/{key}": float(np.mean([h[key] for h in history])) for key in history[0]}
+
+
+__all__ = ["Archer", "ArcherConfig", "TokenBaseline"]
