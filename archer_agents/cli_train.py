@@ -50,6 +50,11 @@ ALGORITHMS: dict[str, tuple[str, str, str]] = {
         "OfflineArcher",
         "OfflineArcherConfig",
     ),
+    "offline_then_online": (
+        "archer_agents.training.offline_then_online",
+        "OfflineThenOnline",
+        "OfflineThenOnlineConfig",
+    ),
 }
 """name -> (module, algorithm class, config class); built as ``cls(config, policy)``."""
 

@@ -316,6 +316,31 @@ def test_chai_trains_the_critic_only_and_lowers_its_loss(tiny_policy: LocalPolic
     assert algo.critic_updates == 30
 
 
+def test_chai_trains_its_critic_exactly_as_online_archer_does(tiny_model_dir: Path) -> None:
+    from archer_agents.training.archer import Archer, ArcherConfig
+
+    settings: dict[str, Any] = {
+        "critic_hidden_size": 32,
+        "critic_lr": 1e-2,
+        "critic_batch_size": 8,
+        "max_new_tokens": 6,
+        "seed": 3,
+    }
+    chai = Chai(ChaiConfig(**settings), LocalPolicy.from_pretrained(tiny_model_dir, seed=0))
+    archer = Archer(
+        ArcherConfig(**settings, actor_steps=0), LocalPolicy.from_pretrained(tiny_model_dir, seed=0)
+    )
+    data = [episode([-1.0, -1.0, 0.0]), episode([-1.0, -1.0, -1.0], ["Is it red?"] * 3)]
+    chai.observe(data)
+    archer.observe(data)
+    for _ in range(3):
+        chai_metrics, archer_metrics = chai.critic_step(), archer.critic_step()
+        assert chai_metrics == pytest.approx(archer_metrics)
+    for mine, theirs in ((chai.critic, archer.critic), (chai.target, archer.target)):
+        for name, tensor in mine.state_dict().items():
+            torch.testing.assert_close(tensor, theirs.state_dict()[name])
+
+
 def test_chai_on_the_real_environment_saves_and_resumes(
     tiny_policy: LocalPolicy, tiny_model_dir: Path, tmp_path: Path
 ) -> None:

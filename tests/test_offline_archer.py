@@ -257,3 +257,150 @@ def test_state_round_trip_resumes_identically(
     fewer.write_text(episode_log.read_text().splitlines()[0] + "\n")
     with pytest.raises(ValueError, match="resume with the same data files"):
         OfflineArcher(config(fewer), tiny_policy).load_state_dict(checkpoint.state)
+
+
+# ------------------------------------------------------- offline, then online ---
+
+
+def untimed(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if not k.startswith("time/")}
+
+
+def offline_then_online_config(log: Path, **overrides: Any) -> Any:
+    from archer_agents.training.archer import ArcherConfig
+    from archer_agents.training.offline_then_online import OfflineThenOnlineConfig
+
+    online = ArcherConfig(
+        critic_steps=2,
+        critic_batch_size=8,
+        critic_lr=1e-2,
+        actor_steps=1,
+        actor_batch_size=4,
+        micro_batch_size=4,
+        actor_lr=1e-3,
+        warmup_iterations=1,
+        max_new_tokens=6,
+    )
+    settings: dict[str, Any] = {
+        "offline_iterations": 2,
+        "offline": config(log, critic_steps=2, actor_steps=1),
+        "online": online,
+    }
+    return OfflineThenOnlineConfig(**{**settings, **overrides})
+
+
+def test_offline_then_online_hands_the_same_policy_and_critic_to_online_archer(
+    episode_log: Path, tiny_policy: LocalPolicy, tmp_path: Path
+) -> None:
+    from archer_agents.training.offline_then_online import OfflineThenOnline
+    from archer_agents.training.run_log import read_metrics
+    from archer_agents.training.trainer import Trainer, TrainerConfig
+
+    algo = OfflineThenOnline(offline_then_online_config(episode_log), tiny_policy)
+    critic, target = algo.offline.critic, algo.offline.target
+    trainer = Trainer(
+        algo,
+        ENV_ID,
+        tmp_path / "run",
+        TrainerConfig(
+            iterations=4,
+            episodes_per_iteration=2,
+            num_envs=2,
+            eval_every=0,
+            eval_episodes=2,
+            checkpoint_every=2,
+            tensorboard=False,
+        ),
+        env_factory=make_env_factory(ENV_ID, max_turns=2),
+    )
+    policy_after_offline: list[torch.Tensor] = []
+
+    def on_iteration(iteration: int, record: dict[str, float]) -> None:
+        if iteration == 2:
+            policy_after_offline.extend(parameters_of(tiny_policy.model))
+
+    trainer.on_iteration = on_iteration
+    result = trainer.train()
+    records = [r for r in read_metrics(trainer.metrics_path) if "phase/online" in r]
+    assert [r["phase/online"] for r in records] == [0.0, 0.0, 1.0, 1.0]
+    assert [r["episodes"] for r in records] == [0, 0, 2, 4]  # no play while offline
+    assert "actor/awr_loss" in records[0]  # offline: IQL + AWR
+    assert records[2]["actor/active"] == 0.0 and records[3]["actor/active"] == 1.0  # warm-up
+    assert result.counters.episodes == 4
+
+    assert algo.online and algo.archer is not None
+    assert algo.archer.policy is tiny_policy
+    assert algo.archer.critic is critic and algo.archer.target is target
+    assert (
+        len(algo.archer.buffer) == 8
+    )  # its own rollouts only: 2 iterations x 2 episodes x 2 turns
+    assert moved(policy_after_offline, tiny_policy.model)  # online ArCHer kept training it
+
+
+def test_offline_then_online_resumes_in_either_phase(
+    episode_log: Path, tiny_policy: LocalPolicy, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from archer_agents.training.offline_then_online import OfflineThenOnline
+
+    settings = offline_then_online_config(episode_log)
+    algo = OfflineThenOnline(settings, tiny_policy)
+    algo.update(1)
+    for step, phase_online in ((1, False), (3, True)):
+        if step == 3:
+            algo.update(2)
+            algo.observe(collect(make_env_factory(ENV_ID, max_turns=2), algo.actor(), 2).episodes)
+        save_checkpoint(tmp_path / str(step), algo.state_dict(), step=step)
+        checkpoint = load_latest(tmp_path / str(step))
+        assert checkpoint is not None
+        other = OfflineThenOnline(settings, LocalPolicy.from_pretrained(tiny_model_dir, seed=9))
+        other.load_state_dict(checkpoint.state)
+        assert other.online is phase_online and other.offline_updates == algo.offline_updates
+        assert untimed(other.update(step + 1)) == untimed(algo.update(step + 1))
+
+
+def test_offline_then_online_keeps_one_critic_shape(episode_log: Path) -> None:
+    from archer_agents.training.archer import ArcherConfig
+
+    with pytest.raises(ValueError, match="set these under offline only"):
+        offline_then_online_config(episode_log, online=ArcherConfig(critic_hidden_size=8))
+
+
+def test_archer_train_runs_offline_then_online_from_overrides(
+    episode_log: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from archer_agents.cli import UserError
+    from archer_agents.cli_train import train
+
+    small = [
+        "offline.critic_steps=1",
+        "offline.critic_batch_size=8",
+        "offline.actor_batch_size=4",
+        "offline.max_new_tokens=6",
+        "online.critic_steps=1",
+        "online.critic_batch_size=8",
+        "online.actor_batch_size=4",
+        "online.micro_batch_size=4",
+        "online.warmup_iterations=0",
+        "online.max_new_tokens=6",
+        "iterations=2",
+        "episodes_per_iteration=2",
+        "num_envs=2",
+        "eval_episodes=2",
+        "tensorboard=false",
+    ]
+    result = train(
+        algo="offline_then_online",
+        env_id=ENV_ID,
+        model=str(tiny_model_dir),
+        out=tmp_path / "run",
+        overrides=[f"offline.data=[{episode_log}]", "offline_iterations=1", *small],
+    )
+    assert result.counters.iteration == 2 and result.counters.episodes == 2  # one online iteration
+    with pytest.raises(UserError, match="set data to one or more JSONL files"):
+        train(
+            algo="offline_archer",
+            env_id=ENV_ID,
+            model=str(tiny_model_dir),
+            out=tmp_path / "run2",
+            overrides=["iterations=1"],
+        )
