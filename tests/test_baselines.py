@@ -559,3 +559,44 @@ def test_reinforce_on_the_real_environment_saves_and_resumes(
     other.load_state_dict(through_checkpoint(algo.state_dict(), tmp_path))
     assert_same_state(other.state_dict(), algo.state_dict())
     assert other.update(1) == algo.update(1)
+
+
+# ------------------------------------------------- through `archer train` ---
+
+SMALL = {
+    "filtered_bc": ["batch_size=4", "steps_per_update=1"],
+    "chai": ["critic_steps=1", "critic_batch_size=4", "num_candidates=2", "critic_hidden_size=16"],
+    "ppo": ["minibatch_size=8", "epochs=1", "value_hidden_size=16"],
+    "reinforce": [],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", sorted(SMALL))
+def test_archer_train_runs_checkpoints_and_resumes_each_baseline(
+    algo: str, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from archer_agents.cli_train import train
+
+    loop = ["episodes_per_iteration=2", "num_envs=2", "eval_episodes=2", "tensorboard=false"]
+    overrides = ["max_new_tokens=4", *SMALL[algo], *loop]
+    run = tmp_path / "run"
+    first = train(
+        algo=algo,
+        env_id=ENV_ID,
+        model=str(tiny_model_dir),
+        out=run,
+        overrides=[*overrides, "iterations=1"],
+    )
+    assert first.counters.iteration == 1 and first.counters.episodes == 2
+    assert (run / "checkpoints" / "latest").is_file()  # saving works (ALGORITHM.md defect 7)
+    resumed = train(
+        algo=algo,
+        env_id=ENV_ID,
+        model=None,
+        out=run,
+        overrides=[*overrides, "iterations=2"],
+        resume=True,
+    )
+    assert resumed.resumed_from == 1
+    assert resumed.counters.iteration == 2 and resumed.counters.episodes == 4

@@ -13,7 +13,9 @@ the undiscounted total reward (the trajectory-level objective); the baseline
 includes the episode itself (the plain batch mean, slightly biased for small
 batches); one optimiser step per batch, since a second step would be
 off-policy; episodes are scored in chunks whose gradients accumulate, so a
-large batch fits in memory. Sampling is at temperature 1 with no top-k or
+large batch fits in memory; an episode's turns are scored in one packed
+sequence (`LocalPolicy.log_probs_packed`: the history once, not once per
+turn). Sampling is at temperature 1 with no top-k or
 top-p, so the gradient is that of the policy that sampled.
 """
 
@@ -91,7 +93,8 @@ class Reinforce:
     def episode_logprobs(self, episodes: Sequence[Episode]) -> list[torch.Tensor]:
         """Per episode, the log-probabilities of all its sampled tokens, concatenated, with grad."""
         transitions = [t for episode in episodes for t in episode.transitions]
-        scored = self.policy.log_probs(
+        # Each turn's observation extends the previous one: one packed sequence per episode.
+        scored = self.policy.log_probs_packed(
             [t.observation for t in transitions],
             [transition_token_ids(self.policy.tokenizer, t) for t in transitions],
         )
