@@ -2,7 +2,7 @@
 PYTHON ?= python3
 STAMP := .make/installed
 
-.PHONY: install system-deps demo test lint typecheck
+.PHONY: install system-deps vllm-env demo test lint typecheck
 
 # torch is pinned to the CPU wheel this machine provides; on a GPU machine install
 # your CUDA torch first and this step keeps it (the package asks for a range).
@@ -17,6 +17,10 @@ install: $(STAMP)
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# vLLM's own Python environment (it pins its own torch); the vllm-marked tests serve from it.
+vllm-env:
+	bash scripts/setup_vllm_env.sh
 
 demo: install
 	HF_HUB_OFFLINE=1 archer quickstart
@@ -34,5 +38,5 @@ typecheck: install
 	@for d in tools environments training; do ln -s "$(CURDIR)/$$d" $(TYPECHECK_TREE)/archer_agents/$$d; done
 	cd $(TYPECHECK_TREE) && $(PYTHON) -m mypy --config-file "$(CURDIR)/pyproject.toml" -p archer_agents
 
-test: install system-deps lint typecheck
+test: install system-deps vllm-env lint typecheck
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest
