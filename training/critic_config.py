@@ -1,9 +1,9 @@
-"""The utterance-level critic's settings, shared by CHAI and offline ArCHer.
+"""The utterance-level critic's settings, shared by ArCHer, CHAI and offline ArCHer.
 
-Both train ArCHer's double critic (`archer_agents.critic.DoubleCritic`) with a
+All three train the double critic (`archer_agents.critic.DoubleCritic`) with a
 Polyak-averaged target from a replay buffer; only the loss differs (ArCHer's TD
-for CHAI, IQL offline). Their configs inherit these fields, so a critic is
-described the same way whichever algorithm trains it. Defaults are the public
+online and for CHAI, IQL offline). Their configs inherit these fields, so a
+critic is described the same way whichever algorithm trains it. Defaults are the public
 code's (ALGORITHM.md, "Loop"), except the encoder: the hashing encoder trains
 on a CPU in seconds; pass ``"minilm"`` or a model directory for a
 transformers encoder like the paper's RoBERTa.
