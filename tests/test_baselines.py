@@ -31,7 +31,7 @@ from archer_agents.training.filtered_bc import (
     select_episodes,
 )
 from archer_agents.training.losses import actor_loss, critic_loss
-from archer_agents.training.ppo import PPO, PPOConfig, utterance_gae
+from archer_agents.training.ppo import PPO, PPOConfig, PPOSample, utterance_gae
 from archer_agents.training.reinforce import Reinforce, ReinforceConfig, batch_mean_advantages
 from archer_agents.training.rollout import ScriptedActor, collect, make_env_factory
 
@@ -452,6 +452,27 @@ def test_ppo_update_moves_policy_and_value_and_lowers_both_losses(
     policy_after, value_after = losses()
     assert policy_after < policy_before - 0.05
     assert value_after < 0.8 * value_before
+
+
+def test_ppo_minibatches_hold_whole_episodes_each_once_per_epoch(
+    tiny_policy: LocalPolicy,
+) -> None:
+    algo = PPO(ppo_config(minibatch_size=5), tiny_policy)
+    groups = [
+        [PPOSample(f"{e}-{t}", [1], [0.0], 0.0, 0.0) for t in range(n)]
+        for e, n in enumerate([3, 1, 4, 2, 3])
+    ]
+    batches = algo.minibatches(groups)
+    assert sorted(s.observation for b in batches for s in b) == sorted(
+        s.observation for g in groups for s in g
+    )
+    for batch in batches:
+        episodes = [s.observation.split("-")[0] for s in batch]
+        for e in set(episodes):  # an episode is whole and contiguous, in turn order
+            turns = [s.observation for s in batch if s.observation.startswith(f"{e}-")]
+            assert turns == [s.observation for s in groups[int(e)]]
+    assert all(len(b) >= 5 for b in batches[:-1])
+    assert algo.minibatches(groups) != batches  # a fresh order each epoch
 
 
 def test_ppo_refuses_utterances_without_sampling_logprobs(tiny_policy: LocalPolicy) -> None:

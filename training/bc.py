@@ -90,10 +90,19 @@ def transition_token_ids(
 
 
 def nll_loss(
-    policy: Any, observations: Sequence[str], token_ids: Sequence[Sequence[int]]
+    policy: Any,
+    observations: Sequence[str],
+    token_ids: Sequence[Sequence[int]],
+    *,
+    packed: bool = False,
 ) -> torch.Tensor:
-    """Mean negative log-likelihood per token of the utterances' ids, eos included."""
-    token_logprobs = policy.log_probs(list(observations), [list(ids) for ids in token_ids])
+    """Mean negative log-likelihood per token of the utterances' ids, eos included.
+
+    ``packed`` scores the turns of one episode in one sequence
+    (`LocalPolicy.log_probs_packed`): the same loss, cheaper on whole histories.
+    """
+    score = policy.log_probs_packed if packed else policy.log_probs
+    token_logprobs = score(list(observations), [list(ids) for ids in token_ids])
     return -torch.cat(token_logprobs).mean()
 
 

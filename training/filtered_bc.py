@@ -16,6 +16,9 @@ Departures and choices:
   (returns of evicted episodes still count towards the threshold); the filter
   is applied to the pool at each update, so an episode the threshold once
   excluded is cloned again if the threshold falls below its return.
+- A step draws whole kept episodes (uniformly, with replacement) until it has
+  ``batch_size`` utterances, so each utterance is equally likely and an
+  episode's turns are scored in one packed sequence (the history once).
 - Saving works (the public code crashed here, ALGORITHM.md defect 7): the
   state holds the pool, the return history, the weights, the optimiser and the
   batch generator, all as plain values and tensors.
@@ -56,7 +59,7 @@ class FilteredBCConfig(BaseModel):
     steps_per_update: int = Field(10, ge=1)
     """Optimiser steps per iteration."""
     batch_size: int = Field(64, ge=1)
-    """(observation, utterance) pairs per step, drawn uniformly from the kept episodes."""
+    """Utterances per step, at least: whole kept episodes drawn uniformly until this many."""
     learning_rate: float = Field(1e-5, gt=0.0)
     """Adam learning rate of the policy."""
     max_grad_norm: float = Field(1.0, gt=0.0)
@@ -144,20 +147,21 @@ class FilteredBC:
             logger.info("filtered BC has no episodes yet; skipping update %d", iteration)
             return {}
         kept, threshold = self.kept()
-        pairs = [
-            (t.observation, transition_token_ids(self.policy.tokenizer, t))
-            for episode in kept
-            for t in episode.transitions
-        ]
-        if not pairs:
+        if not kept:
             # The threshold comes from every return so far; the pool may hold none that pass.
             logger.info("no pooled episode reaches the return threshold %.3f yet", threshold)
             return {"filtered_bc/threshold": threshold, "filtered_bc/kept_episodes": 0.0}
+        tokenizer = self.policy.tokenizer
+        groups = [
+            [(t.observation, transition_token_ids(tokenizer, t)) for t in episode.transitions]
+            for episode in kept
+        ]
         losses, grad_norms = [], []
         for _ in range(self.config.steps_per_update):
-            indices = self._rng.integers(0, len(pairs), size=self.config.batch_size)
-            batch = [pairs[int(i)] for i in indices]
-            loss = nll_loss(self.policy, [b[0] for b in batch], [b[1] for b in batch])
+            batch: list[tuple[str, list[int]]] = []
+            while len(batch) < self.config.batch_size:
+                batch.extend(groups[int(self._rng.integers(len(groups)))])
+            loss = nll_loss(self.policy, [b[0] for b in batch], [b[1] for b in batch], packed=True)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norms.append(
@@ -171,7 +175,7 @@ class FilteredBC:
             "filtered_bc/threshold": threshold,
             "filtered_bc/kept_episodes": float(len(kept)),
             "filtered_bc/kept_fraction": len(kept) / len(self.pool),
-            "filtered_bc/kept_utterances": float(len(pairs)),
+            "filtered_bc/kept_utterances": float(sum(len(g) for g in groups)),
         }
 
     def state_dict(self) -> dict[str, Any]:

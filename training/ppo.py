@@ -26,8 +26,11 @@ not release theirs, so the choices below are ours and are documented:
   a separate model gives cheaply and which trains with its own optimiser.
 - Sampling is at temperature 1 with no top-k or top-p, so the recorded
   log-probabilities are those of the policy the ratio compares against.
-- Several epochs over each batch in shuffled minibatches; the policy and the
-  value each clip their own gradients (ALGORITHM.md defect 5). Advantages are
+- Several epochs over each batch; each epoch shuffles the episodes and cuts
+  them into minibatches of whole episodes (at least ``minibatch_size``
+  utterances), so an episode's turns are scored in one packed sequence (the
+  history once, `LocalPolicy.log_probs_packed`). The policy and the value
+  each clip their own gradients (ALGORITHM.md defect 5). Advantages are
   normalised over the whole batch once, before the epochs.
 """
 
@@ -69,7 +72,7 @@ class PPOConfig(BaseModel):
     epochs: int = Field(4, ge=1)
     """Passes over each on-policy batch."""
     minibatch_size: int = Field(64, ge=1)
-    """Utterances per gradient step."""
+    """Utterances per gradient step, at least: minibatches hold whole episodes."""
     clip: float = Field(0.2, gt=0.0)
     """Epsilon: each token's ratio is kept in [1 - clip, 1 + clip]."""
     gamma: float = Field(0.95, ge=0.0, le=1.0)
@@ -245,7 +248,9 @@ class PPO:
 
     def policy_loss(self, batch: Sequence[PPOSample]) -> tuple[torch.Tensor, Metrics]:
         """The clipped token-level surrogate of a minibatch, against the recorded logprobs."""
-        new = self.policy.log_probs([s.observation for s in batch], [s.token_ids for s in batch])
+        new = self.policy.log_probs_packed(
+            [s.observation for s in batch], [s.token_ids for s in batch]
+        )
         device = new[0].device
         old = [torch.tensor(s.old_logprobs, dtype=torch.float32, device=device) for s in batch]
         advantages = torch.tensor([s.advantage for s in batch], device=device)
@@ -258,11 +263,13 @@ class PPO:
             return {}
         samples = self.samples(episodes)
         config = self.config
+        groups, start = [], 0
+        for episode in episodes:  # each episode's samples, in turn order
+            groups.append(samples[start : start + len(episode.transitions)])
+            start += len(episode.transitions)
         history: list[dict[str, float]] = []
         for _ in range(config.epochs):
-            order = self._rng.permutation(len(samples))
-            for start in range(0, len(samples), config.minibatch_size):
-                batch = [samples[int(i)] for i in order[start : start + config.minibatch_size]]
+            for batch in self.minibatches(groups):
                 loss, metrics = self.policy_loss(batch)
                 self.policy_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -287,6 +294,15 @@ class PPO:
         )
         out["ppo/value_target_mean"] = float(np.mean([s.value_target for s in samples]))
         return out
+
+    def minibatches(self, groups: Sequence[list[PPOSample]]) -> list[list[PPOSample]]:
+        """One epoch: episodes in a fresh random order, cut into minibatches of whole episodes."""
+        batches: list[list[PPOSample]] = [[]]
+        for index in self._rng.permutation(len(groups)):
+            if len(batches[-1]) >= self.config.minibatch_size:
+                batches.append([])
+            batches[-1].extend(groups[int(index)])
+        return [batch for batch in batches if batch]
 
     def state_dict(self) -> dict[str, Any]:
         return {
