@@ -44,7 +44,7 @@ from typing import Any, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from transformers import PreTrainedModel
 
 try:
@@ -64,6 +64,8 @@ logger = logging.getLogger(__name__)
 
 MAX_LOGPROBS = 20
 """Most alternatives per position, as in vLLM's default and OpenAI's limit."""
+MIN_TEMPERATURE = 0.01
+"""Smallest temperature above 0 (greedy); vLLM raises smaller ones to this."""
 
 
 class ServerSettings(BaseModel):
@@ -105,10 +107,11 @@ class APIError(Exception):
 class _Request(BaseModel):
     """Fields shared by both endpoints; unknown fields are refused so typos surface."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str
-    temperature: float = Field(1.0, ge=0.0)
+    temperature: float = Field(1.0, ge=0.0, le=100.0)
+    """0 samples greedily; otherwise at least `MIN_TEMPERATURE` (vLLM raises smaller ones to it)."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=-1)
     """0 or -1 keeps every token (vLLM accepts both)."""
@@ -124,6 +127,15 @@ class _Request(BaseModel):
     """Write tokens as ``token_id:<id>`` in the logprobs (exact, unlike decoded strings)."""
     return_token_ids: bool = False
     """Add the prompt's and the completion's token ids to the answer (vLLM's fields)."""
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, value: float) -> float:
+        if 0.0 < value < MIN_TEMPERATURE:
+            raise ValueError(
+                f"must be 0 (greedy) or at least {MIN_TEMPERATURE}: smaller temperatures overflow"
+            )
+        return value
 
     def sampling(self, max_tokens: int) -> SamplingParams:
         return SamplingParams(
@@ -474,6 +486,11 @@ def create_app(
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
         return error(exc.status, exc.message, exc.kind)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("request %s %s failed", request.method, request.url.path)
+        return error(500, f"the server failed on this request: {exc}", "InternalServerError")
 
     @app.exception_handler(404)
     async def not_found(request: Request, exc: Exception) -> JSONResponse:

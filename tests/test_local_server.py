@@ -8,6 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from serving_helpers import OBSERVATIONS, random_adapter, start_local_server
 
 from archer_agents.chat_prompt import CHAT_TEMPLATE, chat_prompt_text
@@ -204,6 +206,8 @@ BAD_REQUESTS = [
     ({"model": "tiny", "prompt": [1], "max_tokens": 5000}, 400, "maximum context length"),
     ({"model": "tiny", "prompt": [1], "max_tokens": 0}, 400, "max_tokens"),
     ({"model": "tiny", "prompt": [1], "temperature": -1}, 400, "temperature"),
+    ({"model": "tiny", "prompt": [1], "temperature": 1e-300}, 400, "at least 0.01"),
+    ({"model": "tiny", "prompt": [1], "temperature": 1e300}, 400, "temperature"),
     ({"model": "tiny", "prompt": [1], "top_p": 0}, 400, "top_p"),
     ({"model": "tiny", "prompt": [1], "logprobs": 21}, 400, "logprobs"),
     ({"model": "tiny", "prompt": [1], "n": 17}, 400, "n=17"),
@@ -225,8 +229,59 @@ def test_bad_completion_requests_get_a_4xx_with_a_message(client, body, status, 
     assert error["code"] == status
 
 
+_FIELDS = [
+    "model",
+    "prompt",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "n",
+    "logprobs",
+    "seed",
+    "messages",
+    "stop",
+    "stream",
+    "return_token_ids",
+    "echo",
+]
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5000)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.dictionaries(st.sampled_from(_FIELDS), _JSON, max_size=6),
+    path=st.sampled_from(["/v1/completions", "/v1/chat/completions"]),
+)
+def test_fuzzed_request_bodies_never_get_a_5xx(client, body, path) -> None:
+    body.setdefault("model", "tiny")
+    if isinstance(body.get("max_tokens"), int):
+        body["max_tokens"] = min(body["max_tokens"], 4)
+    if isinstance(body.get("n"), int):
+        body["n"] = min(body["n"], 2)
+    response = client.post(path, json=body)
+    assert response.status_code < 500, (body, response.text)
+    if response.status_code >= 400:
+        assert response.json()["error"]["message"]
+
+
 def test_malformed_bodies_routes_and_chat_requests_get_a_4xx(client) -> None:
     assert client.post("/v1/completions", content=b"{not json").status_code == 400
+    for value in (b"NaN", b"Infinity"):
+        body = b'{"model": "tiny", "prompt": [1], "temperature": ' + value + b"}"
+        assert client.post("/v1/completions", content=body).status_code == 400
     assert client.post("/v1/completions", content=b"\xff\xfe").status_code == 400
     assert client.get("/v1/completions").status_code == 405
     assert client.get("/v1/nothing").status_code == 404
