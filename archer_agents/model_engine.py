@@ -186,7 +186,7 @@ class Batcher:
     """Collects concurrent requests and samples those that fit together in one call.
 
     Jobs that share the adapter and sampling settings (and carry no seed of
-    their own) are concatenated, up to ``max_batch_size`` sequences a call;
+    their own) are concatenated, up to ``max_rows`` sequences a call;
     while one call runs, new requests queue up and form the next batch.
     """
 
