@@ -65,6 +65,7 @@ def serve_command(
     max_concurrency: Annotated[int, typer.Option(help="local: requests in flight.")] = 64,
     max_request_bytes: Annotated[int, typer.Option(help="local: largest body.")] = 1_000_000,
     seed: Annotated[int | None, typer.Option(help="local: sampling seed.")] = None,
+    threads: Annotated[int, typer.Option(help="local: torch threads (0: torch's default).")] = 1,
     vllm_python: Annotated[
         str | None,
         typer.Option(envvar="ARCHER_VLLM_PYTHON", help="vllm: Python of vLLM's environment."),
@@ -102,6 +103,7 @@ def serve_command(
                 served_model_name=served_model_name,
                 adapters=dict(modules),
                 settings=settings,
+                threads=threads or None,
             )
         elif backend == "vllm":
             from archer_agents.vllm_server import VLLMNotInstalled, VLLMSettings, serve_vllm
