@@ -93,7 +93,7 @@ def load_run_config(
     from archer_agents.training.config import ConfigError, load_config
 
     _, config_class = algorithm_classes(algo)
-    base = {"trainer": {}, "algorithm": {}}
+    base: dict[str, dict[str, Any]] = {"trainer": {}, "algorithm": {}}
     for section, values in (defaults or {}).items():
         base[section] = dict(values)
     try:

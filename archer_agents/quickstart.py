@@ -142,7 +142,7 @@ def quickstart(
     from archer_agents.episode_log import EpisodeWriter
     from archer_agents.local_policy import LocalPolicy
     from archer_agents.tiny_model import init_model
-    from archer_agents.training.archer import Archer
+    from archer_agents.training.archer import Archer, ArcherConfig
     from archer_agents.training.bc import BCConfig, behaviour_clone
     from archer_agents.training.corpus import environment_corpus
     from archer_agents.training.rollout import PolicyActor, ScriptedActor
@@ -242,6 +242,7 @@ def quickstart(
         if teacher == "expert"
         else evaluate("expert", ScriptedActor("expert", seed=seed))
     )
+    assert isinstance(archer_config, ArcherConfig)
     archer = Archer(archer_config, policy)
     rows["behaviour-cloned"] = evaluate("behaviour-cloned", PolicyActor(policy, archer.sampling))
     timings["eval_before_s"] = time.perf_counter() - step
