@@ -221,7 +221,7 @@ def main() -> None:
             f"size={args.size} params={n_params / 1e6:.2f}M vocab={len(base.tokenizer)} "
             f"max_tokens={args.max_tokens} requests={args.requests} "
             f"mean prompt={statistics.mean(len(p) for p in prompts):.0f} tokens, "
-            f"LoRA r=16 on q,k,v,o; torch threads={torch.get_num_threads()}; "
+            "LoRA r=16 on q,k,v,o; "
             f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
         )
 
