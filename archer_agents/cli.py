@@ -440,6 +440,7 @@ def full_app() -> typer.Typer:
     from archer_agents import (
         cli_logs,  # noqa: F401  (registers on `app`)
         cli_serve,  # noqa: F401  (registers on `app`)
+        cli_train,  # noqa: F401  (registers on `app`)
         quickstart,  # noqa: F401  (registers on `app`)
     )
 

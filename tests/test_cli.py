@@ -122,3 +122,22 @@ def test_a_person_can_play_every_text_environment(
     assert result.exit_code == 0, result.output
     for fragment in expected:
         assert fragment in result.output, (fragment, result.output[-2000:])
+
+
+def test_every_command_is_registered() -> None:
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in (
+        "envs",
+        "init-model",
+        "play",
+        "rollout",
+        "eval",
+        "bc",
+        "train",
+        "quickstart",
+        "serve",
+        "deploy",
+        "import-langsmith",
+    ):
+        assert f" {command} " in result.output, command
