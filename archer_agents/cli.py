@@ -453,4 +453,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module's app: commands defined elsewhere register on that one.
+    from archer_agents.cli import main as _main
+
+    _main()
