@@ -72,11 +72,15 @@ def _env_factory(env_id: str) -> Callable[[], Any]:
 
 def _load_policy(path: str) -> Any:
     from archer_agents.local_policy import LocalPolicy
+    from archer_agents.training.trainer import is_run_path, load_run_policy
 
+    if is_run_path(path):  # a training run (its newest checkpoint) or one checkpoint folder
+        return load_run_policy(path)
     if not Path(path).exists() and not _looks_like_hub_id(path):
         raise UserError(
-            f"policy {path!r} is neither a scripted agent ({', '.join(SCRIPTED)}) nor an "
-            "existing model directory; build one with `archer init-model` or `archer bc`"
+            f"policy {path!r} is neither a scripted agent ({', '.join(SCRIPTED)}), an existing "
+            "model directory nor a training run; build one with `archer init-model`, "
+            "`archer bc` or `archer train`"
         )
     return LocalPolicy.from_pretrained(path)
 

@@ -26,6 +26,7 @@ import inspect
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    DynamicCache,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -68,6 +70,16 @@ class LoraSettings(BaseModel):
             target_modules=list(self.target_modules),
             task_type="CAUSAL_LM",
         )
+
+
+@dataclass
+class PromptCache:
+    """The keys and values of a prompt's tokens, to continue generating from it later."""
+
+    ids: list[int]
+    """The prompt's token ids (bos included) whose keys and values these are."""
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    """Per layer, keys and values of shape (heads, len(ids), head_dim)."""
 
 
 class LocalPolicy:
@@ -273,19 +285,202 @@ class LocalPolicy:
             )
         return generations
 
+    def generate_cached(
+        self,
+        observations: Sequence[str],
+        caches: Sequence[PromptCache | None],
+        sampling: SamplingParams | None = None,
+    ) -> tuple[list[Generation], list[PromptCache]]:
+        """`generate`, reusing each prompt's cached keys and values where they still apply.
+
+        ``caches[i]`` holds the keys and values of an earlier prompt (or None);
+        when its ids start observation i's prompt, only the rest of the prompt is
+        computed. The samples are distributed exactly as `generate`'s. Returns
+        the generations and, per observation, the cache of its whole prompt
+        (not of the utterance), ready for the next turn of the same episode,
+        whose history extends this prompt. Turn by turn this costs the new text
+        of each turn instead of the whole history.
+        """
+        sampling = sampling or SamplingParams()
+        if len(observations) != len(caches):
+            raise ValueError(
+                f"got {len(observations)} observations but {len(caches)} caches; pass one "
+                "cache (or None) per observation"
+            )
+        if not observations:
+            return [], []
+        budget = self.context_length - sampling.max_new_tokens
+        if budget < 1:
+            raise ValueError(
+                f"max_new_tokens {sampling.max_new_tokens} leaves no room for a prompt in a "
+                f"context of {self.context_length} tokens; lower max_new_tokens"
+            )
+        prompts = [self.prompt_ids(obs, budget) for obs in observations]
+        reused = [
+            cache
+            if cache is not None
+            and len(cache.ids) < len(prompt)
+            and prompt[: len(cache.ids)] == cache.ids
+            else None
+            for cache, prompt in zip(caches, prompts, strict=True)
+        ]
+        with _eval_mode(self.model), torch.no_grad():
+            out, mask, positions, new_caches = self._prefill(prompts, reused)
+            tokens, logprobs, lengths, finished = self._decode(out, mask, positions, sampling)
+        generations = []
+        for row, prompt in enumerate(prompts):
+            n = int(lengths[row])
+            ids = tokens[row, :n].tolist()
+            text_ids = ids[:-1] if finished[row] else ids
+            generations.append(
+                Generation(
+                    text=str(self.tokenizer.decode(text_ids, skip_special_tokens=True)),
+                    token_ids=ids,
+                    logprobs=logprobs[row, :n].tolist(),
+                    prompt_token_ids=prompt,
+                    finished=bool(finished[row]),
+                )
+            )
+        return generations, new_caches
+
+    def generate_shared(
+        self, observations: Sequence[str], sampling: SamplingParams | None = None
+    ) -> list[Generation]:
+        """`generate`, computing each history shared by several observations once.
+
+        Observations that are turns of one episode (each history extends the
+        previous one) are chained as in `log_probs_packed`; each chain's
+        longest prompt is run once and every turn's prompt cache is cut from it
+        (`prefix_caches`), so only the last prompt token of each observation
+        and the sampled tokens are computed per row. Distributed exactly as
+        `generate`.
+        """
+        sampling = sampling or SamplingParams()
+        caches = self.prefix_caches(observations, self.context_length - sampling.max_new_tokens)
+        return self.generate_cached(observations, caches, sampling)[0]
+
+    def prefix_caches(
+        self, observations: Sequence[str], max_tokens: int | None = None
+    ) -> list[PromptCache | None]:
+        """Per observation, the cache of its prompt but the last token, from one pass per chain.
+
+        Prompts are cut to ``max_tokens`` as in `prompt_ids`; a prompt of one
+        token gets None.
+        """
+        if not observations:
+            return []
+        prompts = [self.prompt_ids(obs, max_tokens) for obs in observations]
+        chains = _chain_prompts(observations, prompts, [True] * len(prompts))
+        longest = [prompts[chain[-1]][:-1] for chain in chains]
+        rows = [i for i, ids in enumerate(longest) if ids]
+        caches: list[PromptCache | None] = [None] * len(observations)
+        if not rows:
+            return caches
+        with _eval_mode(self.model), torch.no_grad():
+            input_ids, mask = self._left_pad([longest[i] for i in rows])  # (R, T)
+            out = self._forward(
+                input_ids, mask, _positions(mask), None, use_cache=True, logits_to_keep=1
+            )
+        cache = getattr(out, self._cache_name)
+        width = input_ids.shape[1]
+        for row, chain_index in enumerate(rows):
+            start = width - len(longest[chain_index])  # left padding
+            for i in chains[chain_index]:
+                n = len(prompts[i]) - 1
+                if n < 1:
+                    continue
+                layers = [
+                    (
+                        layer.keys[row, :, start : start + n].clone(),
+                        layer.values[row, :, start : start + n].clone(),
+                    )
+                    for layer in cache.layers
+                ]
+                caches[i] = PromptCache(ids=prompts[i][:-1], layers=layers)
+        return caches
+
+    def _prefill(
+        self, prompts: list[list[int]], caches: list[PromptCache | None]
+    ) -> tuple[Any, torch.Tensor, torch.Tensor, list[PromptCache]]:
+        """One forward pass over each prompt's uncached tail, on top of its cached head.
+
+        Row i holds its cached keys (left-padded to the longest cache) then its
+        new tokens (left-padded to the longest tail); the mask hides both kinds
+        of padding and explicit position ids continue each row's own count.
+        """
+        batch = len(prompts)
+        cached = [0 if c is None else len(c.ids) for c in caches]
+        tails = [prompt[n:] for prompt, n in zip(prompts, cached, strict=True)]
+        width_c, width_n = max(cached), max(len(t) for t in tails)
+        input_ids = torch.full((batch, width_n), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(batch, width_c + width_n, dtype=torch.long)
+        positions = torch.zeros(batch, width_n, dtype=torch.long)
+        for i, (tail, n) in enumerate(zip(tails, cached, strict=True)):
+            input_ids[i, width_n - len(tail) :] = torch.tensor(tail)
+            positions[i, width_n - len(tail) :] = torch.arange(n, n + len(tail))
+            mask[i, width_c - n : width_c] = 1
+            mask[i, width_c + width_n - len(tail) :] = 1
+        past = None
+        if width_c:
+            layers = []
+            template = next(c for c in caches if c is not None).layers
+            for layer, (k0, v0) in enumerate(template):
+                keys = k0.new_zeros(batch, k0.shape[0], width_c, k0.shape[-1])  # (B, H, Lc, d)
+                values = v0.new_zeros(batch, v0.shape[0], width_c, v0.shape[-1])
+                for i, cache in enumerate(caches):
+                    if cache is not None:
+                        k, v = cache.layers[layer]
+                        keys[i, :, width_c - cached[i] :] = k
+                        values[i, :, width_c - cached[i] :] = v
+                layers.append((keys, values))
+            past = DynamicCache(ddp_cache_data=layers)
+        mask, positions, input_ids = (
+            mask.to(self.device),
+            positions.to(self.device),
+            input_ids.to(self.device),
+        )
+        out = self._forward(input_ids, mask, positions, past, use_cache=True, logits_to_keep=1)
+        cache = getattr(out, self._cache_name)
+        new_caches = []
+        for i, (tail, n) in enumerate(zip(tails, cached, strict=True)):
+            row_layers = []
+            for layer in cache.layers:
+                keep = torch.cat(
+                    [
+                        layer.keys[i, :, width_c - n : width_c],
+                        layer.keys[i, :, width_c + width_n - len(tail) :],
+                    ],
+                    dim=1,
+                ).clone()  # (H, L, d)
+                kept_values = torch.cat(
+                    [
+                        layer.values[i, :, width_c - n : width_c],
+                        layer.values[i, :, width_c + width_n - len(tail) :],
+                    ],
+                    dim=1,
+                ).clone()
+                row_layers.append((keep, kept_values))
+            new_caches.append(PromptCache(ids=list(prompts[i]), layers=row_layers))
+        return out, mask, positions, new_caches
+
     def _sample(
         self, prompts: list[list[int]], sampling: SamplingParams
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The decoding loop; returns tokens, logprobs (B, N), lengths and finished (B,)."""
-        batch, steps = len(prompts), sampling.max_new_tokens
         input_ids, mask = self._left_pad(prompts)  # (B, T)
         positions = _positions(mask)  # (B, T)
+        out = self._forward(input_ids, mask, positions, None, use_cache=True, logits_to_keep=1)
+        return self._decode(out, mask, positions, sampling)
+
+    def _decode(
+        self, out: Any, mask: torch.Tensor, positions: torch.Tensor, sampling: SamplingParams
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample from the prompts' last logits in ``out`` on; mask (B, T), positions (B, *)."""
+        batch, steps = mask.shape[0], sampling.max_new_tokens
         tokens = torch.full((batch, steps), self.pad_id, dtype=torch.long, device=self.device)
         logprobs = torch.zeros(batch, steps, device=self.device)
         lengths = torch.zeros(batch, dtype=torch.long, device=self.device)
         finished = torch.zeros(batch, dtype=torch.bool, device=self.device)
-
-        out = self._forward(input_ids, mask, positions, None, use_cache=True, logits_to_keep=1)
         for step in range(steps):
             logits = out.logits[:, -1, :].float()  # (B, V)
             token, logprob = self._choose(logits, sampling)  # (B,), (B,)

@@ -268,3 +268,24 @@ def test_a_policy_without_trainable_parameters_is_refused(tiny_policy: LocalPoli
     with pytest.raises(ValueError, match="no trainable parameters"):
         small_archer(tiny_policy)
     assert small_archer(tiny_policy, actor_steps=0).actor_updates == 0
+
+
+def test_episode_batches_and_latest_states_train_and_survive_a_reload(
+    tiny_model_dir: Path,
+) -> None:
+    changes = {"critic_batches": "episodes", "actor_states": "latest", "warmup_iterations": 0}
+    first = small_archer(LocalPolicy.from_pretrained(tiny_model_dir, seed=0), **changes)
+    first.observe(play(first, episodes=3))
+    batch = first._episode_batch()
+    assert len(batch) >= SMALL["critic_batch_size"] and batch[-1].done
+    policy_before = snapshot(first.policy.model)
+    metrics = first.update(1)
+    assert metrics["actor/active"] == 1.0 and moved(policy_before, first.policy.model)
+    # The first actor step scored the rollout's own samples: nothing was re-sampled.
+    assert first._latest_policy == 0 and first.actor_updates == 1
+
+    second = small_archer(LocalPolicy.from_pretrained(tiny_model_dir, seed=0), **changes)
+    second.load_state_dict(copy.deepcopy(first.state_dict()))
+    assert [[t.observation for t in e] for e in second._episodes] == [
+        [t.observation for t in e] for e in first._episodes
+    ]

@@ -228,3 +228,35 @@ def test_sigkill_mid_iteration_then_resume_loses_nothing_before_the_checkpoint(
     assert [r["iteration"] for r in records if "final_eval" not in r] == list(
         range(1, result.counters.iteration + 1)
     )
+
+
+def test_archer_train_and_eval_from_the_command_line(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from archer_agents.cli import full_app
+
+    runner = CliRunner()
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "trainer:\n  iterations: 1\n  episodes_per_iteration: 2\n  num_envs: 2\n"
+        "  eval_episodes: 2\n  tensorboard: false\nalgorithm:\n  critic_steps: 1\n"
+        "  critic_batch_size: 4\n  actor_batch_size: 4\n"
+    )
+    out = tmp_path / "run"
+    args = ["train", "--algo", "archer", "--env", ENV_ID, "--model", str(tiny_model_dir)]
+    args += ["--out", str(out), "--config", str(config), "--set", "max_new_tokens=4"]
+    result = runner.invoke(full_app(), [*args, "--set", "warmup_iterations=0"])
+    assert result.exit_code == 0, result.output
+    assert "1 iterations, 2 episodes" in result.output
+    run = json.loads((out / "run.json").read_text())
+    assert run["algorithm_config"]["max_new_tokens"] == 4 and run["trainer"]["iterations"] == 1
+
+    result = runner.invoke(full_app(), ["eval", ENV_ID, "--policy", str(out), "--episodes", "2"])
+    assert result.exit_code == 0, result.output
+    assert "test split" in result.output
+
+    result = runner.invoke(full_app(), [*args, "--set", "actor_rl=1e-3"])
+    assert result.exit_code == 2
+    assert "did you mean 'algorithm.actor_lr'" in " ".join(result.output.split())
+    result = runner.invoke(full_app(), [*args, "--algo", "sarsa"])
+    assert result.exit_code == 2 and "unknown algorithm 'sarsa'" in result.output

@@ -45,6 +45,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -59,10 +60,11 @@ from archer_agents.encoders import HashingEncoder
 from archer_agents.local_policy import LocalPolicy
 from archer_agents.policy import Generation, SamplingParams
 from archer_agents.schema import Episode, Transition
+from archer_agents.training.cached_rollout import CachedPolicyActor
 from archer_agents.training.critic_config import CriticSettings, build_critic, critic_optimizer
 from archer_agents.training.losses import actor_loss, advantage, critic_loss, token_baseline_loss
 from archer_agents.training.replay_buffer import ReplayBuffer
-from archer_agents.training.rollout import Actor, PolicyActor
+from archer_agents.training.rollout import Actor
 from archer_agents.training.updates import (
     clip_and_step,
     load_policy_state,
@@ -95,6 +97,10 @@ class ArcherConfig(CriticSettings):
     """Where actor states come from: "buffer" (the paper: uniform over the replay buffer) or
     "latest" (the episodes collected this iteration, whole, so their turns are scored packed;
     the actions sampled in the rollout are used as long as the policy has not changed since)."""
+    critic_batches: Literal["transitions", "episodes"] = "transitions"
+    """How critic batches are drawn: "transitions" (the paper: uniform) or "episodes" (whole
+    episodes, each stored transition as likely; the turns of one episode share the cost of
+    sampling a_pi, several times cheaper with whole-history observations)."""
     warmup_iterations: int = Field(10, ge=0)
     """Iterations of critic training alone before the actor starts (paper: 10 to 20)."""
     max_new_tokens: int = Field(32, ge=1)
@@ -235,11 +241,14 @@ class Archer:
         """`actor_updates` when they were observed: their actions are current while it matches."""
         self._latest_order: list[int] = []
         self._rng = np.random.default_rng(config.seed)
+        self._episodes: deque[list[Transition]] = deque()
+        """The buffer's transitions grouped by episode, oldest first (critic_batches "episodes")."""
+        self._episode_transitions = 0
 
     # -- the Algorithm protocol ------------------------------------------------------
     def actor(self) -> Actor:
-        """Rollouts sample from the current policy."""
-        return PolicyActor(self.policy, self.sampling)
+        """Rollouts sample from the current policy, reusing each episode's prompt cache."""
+        return CachedPolicyActor(self.policy, self.sampling)
 
     def observe(self, episodes: Sequence[Episode]) -> None:
         """Add every transition to the replay buffer (with the invalid-action penalty, if set)."""
@@ -249,13 +258,19 @@ class Archer:
             self._latest = fresh
             self._latest_policy = self.actor_updates
             self._latest_order = []
-        for episode in episodes:
+        for episode in fresh:
+            stored = []
             for transition in episode.transitions:
                 if penalty and transition.info.get("invalid_action"):
                     transition = transition.model_copy(
                         update={"reward": transition.reward - penalty}
                     )
                 self.buffer.add(transition)
+                stored.append(transition)
+            self._episodes.append(stored)
+            self._episode_transitions += len(stored)
+        while self._episode_transitions > len(self.buffer):  # the buffer evicted the oldest
+            self._episode_transitions -= len(self._episodes.popleft())
 
     def update(self, iteration: int) -> dict[str, float]:
         """The critic steps, then (after the warm-up) the actor steps of iteration ``iteration``.
@@ -287,13 +302,18 @@ class Archer:
         ``batch`` defaults to ``critic_batch_size`` transitions drawn from the buffer.
         """
         config = self.config
+        grouped = batch is None and config.critic_batches == "episodes" and bool(self._episodes)
         if batch is None:
-            batch = self.buffer.sample(config.critic_batch_size)
+            batch = (
+                self._episode_batch() if grouped else self.buffer.sample(config.critic_batch_size)
+            )
         device = module_device(self.critic)
         observations = [t.observation for t in batch]
         rewards = torch.tensor([t.reward for t in batch], dtype=torch.float32, device=device)
         dones = torch.tensor([t.done for t in batch], dtype=torch.bool, device=device)
-        sampled = self.policy.generate(observations, self.sampling)  # a_pi ~ pi(. | s), fresh
+        # a_pi ~ pi(. | s), fresh; the turns of one episode share their history's computation.
+        generate = self.policy.generate_shared if grouped else self.policy.generate
+        sampled = generate(observations, self.sampling)
         with torch.no_grad(), _eval_mode(self.target):
             target_v_next = self.target.v([t.next_observation for t in batch])  # (B, 2)
             target_q_pi = self.target.q(observations, [g.text for g in sampled])  # (B, 2)
@@ -311,6 +331,17 @@ class Archer:
         polyak_update(self.target, self.critic, config.polyak_tau)
         self.critic_updates += 1
         return metrics
+
+    def _episode_batch(self) -> list[Transition]:
+        """Whole episodes drawn uniformly (with replacement) until ``critic_batch_size`` turns.
+
+        Every stored transition is equally likely to be in a batch, as with
+        uniform sampling; the turns of an episode come together.
+        """
+        batch: list[Transition] = []
+        while len(batch) < self.config.critic_batch_size:
+            batch.extend(self._episodes[int(self._rng.integers(len(self._episodes)))])
+        return batch
 
     # -- actor ---------------------------------------------------------------------
     def actor_step(self, observations: Sequence[str] | None = None) -> dict[str, float]:
@@ -475,6 +506,8 @@ class Archer:
         if self.actor_optimizer is not None and state["actor_optimizer"] is not None:
             self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.buffer.load_state_dict(state["buffer"])
+        self._episodes = deque(_episodes_in_order(state["buffer"]))
+        self._episode_transitions = sum(len(e) for e in self._episodes)
         self.critic_updates = int(state["critic_updates"])
         self.actor_updates = int(state["actor_updates"])
         if self.reference is not None and "reference" in state:
@@ -490,6 +523,20 @@ class Archer:
                 )
             self.baseline.load_state_dict(state["baseline"])
             self.baseline_optimizer.load_state_dict(state["baseline_optimizer"])
+
+
+def _episodes_in_order(buffer_state: dict[str, Any]) -> list[list[Transition]]:
+    """The transitions of a `ReplayBuffer.state_dict`, oldest first, cut at episode ends."""
+    stored = [Transition.model_validate(t) for t in buffer_state["transitions"]]
+    if len(stored) == buffer_state["capacity"]:  # full: the oldest is at the write slot
+        start = int(buffer_state["next"])
+        stored = stored[start:] + stored[:start]
+    episodes: list[list[Transition]] = [[]]
+    for transition in stored:
+        episodes[-1].append(transition)
+        if transition.done:
+            episodes.append([])
+    return [episode for episode in episodes if episode]
 
 
 def _frozen_copy(policy: LocalPolicy) -> LocalPolicy:
