@@ -649,7 +649,9 @@ class LocalPolicy:
                 use_cache=False,
             )
         # Logits only where an utterance token is predicted: position p - 1 predicts token p.
-        rows_index, cols_index, lengths = [], [], []
+        rows_index: list[int] = []
+        cols_index: list[int] = []
+        lengths: list[int] = []
         for b, span in enumerate(spans):
             offset = width - len(rows[b])
             for start, n in span:
