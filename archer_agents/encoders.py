@@ -70,11 +70,20 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 @lru_cache(maxsize=65_536)
-def _hashed_features(text: str, num_buckets: int, max_tokens: int) -> tuple[int, ...]:
-    """Bucket ids of the unigrams and bigrams of the last ``max_tokens`` tokens of ``text``."""
-    tokens = _TOKEN.findall(text.lower())[-max_tokens:]
+def _hashed_features(
+    text: str, num_buckets: int, max_tokens: int, line_features: bool = False
+) -> tuple[int, ...]:
+    """Bucket ids of the unigrams and bigrams of the last ``max_tokens`` tokens of ``text``.
+
+    With ``line_features``, each non-blank line of that tail (normalised) is one more feature.
+    """
+    lowered = text.lower()
+    tokens = _TOKEN.findall(lowered)[-max_tokens:]
     features = [f"1|{token}" for token in tokens]
     features += [f"2|{a} {b}" for a, b in itertools.pairwise(tokens)]
+    if line_features:
+        lines = [" ".join(_TOKEN.findall(line)) for line in lowered.splitlines()]
+        features += [f"L|{line}" for line in lines[-max_tokens:] if line]
     # crc32, not hash(): Python salts str hashes per process, and encodings must
     # be the same in every process for a seed.
     return tuple(zlib.crc32(feature.encode()) % num_buckets for feature in features)
@@ -86,7 +95,9 @@ class HashingEncoder(nn.Module):
     Deterministic for a seed (its initial weights are drawn from a private
     generator) and learnable (the embedding table trains with the critic).
     Word order beyond bigrams is lost, which suits short utterances and
-    histories whose content matters more than its order.
+    histories whose content matters more than its order. A turn's question
+    and its answer are then unrelated words; ``line_features`` adds each whole
+    line as a feature, so "is it alive ? yes ." and "is it alive ? no ." differ.
     """
 
     def __init__(
@@ -96,6 +107,7 @@ class HashingEncoder(nn.Module):
         max_tokens: int = 256,
         seed: int = 0,
         init_std: float = 0.1,
+        line_features: bool = False,
     ) -> None:
         super().__init__()
         if hidden_size < 1 or num_buckets < 1 or max_tokens < 1:
@@ -107,6 +119,8 @@ class HashingEncoder(nn.Module):
         self.num_buckets = num_buckets
         self.max_tokens = max_tokens
         """Longest text in word tokens; longer texts keep their last ``max_tokens``."""
+        self.line_features = line_features
+        """Also hash each whole line: in a history, one turn's question and answer together."""
         self.bag = nn.EmbeddingBag(num_buckets, hidden_size, mode="mean")
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
@@ -118,7 +132,9 @@ class HashingEncoder(nn.Module):
         offsets: list[int] = []
         for text in texts:
             offsets.append(len(ids))
-            ids.extend(_hashed_features(text, self.num_buckets, self.max_tokens))
+            ids.extend(
+                _hashed_features(text, self.num_buckets, self.max_tokens, self.line_features)
+            )
         flat = torch.tensor(ids, dtype=torch.long, device=device)
         starts = torch.tensor(offsets, dtype=torch.long, device=device)
         return self.bag(flat, starts)  # (B, H); an empty text encodes to zeros
@@ -214,13 +230,16 @@ def minilm_encoder(max_length: int = 256) -> HFEncoder:
 
 
 def load_encoder(name: str, *, seed: int = 0) -> nn.Module:
-    """An encoder from a config string: ``"hashing"``, ``"minilm"``, or a directory / hub id.
+    """An encoder from a config string: ``"hashing"``, ``"hashing-lines"`` (plus one feature per
+    line, i.e. per turn of a history), ``"minilm"``, or a directory / hub id.
 
     ``seed`` sets the initial weights of the hashing encoder; pretrained
     encoders load their weights and ignore it.
     """
     if name == "hashing":
         return HashingEncoder(seed=seed)
+    if name == "hashing-lines":
+        return HashingEncoder(seed=seed, line_features=True)
     if name == "minilm":
         return minilm_encoder()
     return HFEncoder.from_pretrained(name)

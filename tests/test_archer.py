@@ -289,3 +289,35 @@ def test_episode_batches_and_latest_states_train_and_survive_a_reload(
     assert [[t.observation for t in e] for e in second._episodes] == [
         [t.observation for t in e] for e in first._episodes
     ]
+
+
+def test_td_advantage_is_the_one_step_error_of_the_online_v(tiny_policy: LocalPolicy) -> None:
+    archer = small_archer(
+        tiny_policy,
+        actor_states="latest",
+        advantage_estimator="td",
+        warmup_iterations=0,
+        actor_batch_size=64,
+        gamma=0.9,
+    )
+    episodes = play(archer, episodes=2)
+    archer.observe(episodes)
+    turns = [t for e in episodes for t in e.transitions]
+    with torch.no_grad():
+        v = archer.critic.v([t.observation for t in turns]).min(dim=-1).values
+        v_next = archer.critic.v([t.next_observation for t in turns]).min(dim=-1).values
+    expected = [
+        t.reward + (0.0 if t.done else 0.9 * float(vn)) - float(vs)
+        for t, vs, vn in zip(turns, v, v_next, strict=True)
+    ]
+    metrics = archer.actor_step()
+    assert metrics["raw_advantage_mean"] == pytest.approx(sum(expected) / len(expected), abs=1e-4)
+    with pytest.raises(ValueError, match="rollout's own turns"):
+        archer.actor_step([START] * 4)
+
+
+def test_td_estimator_needs_the_newest_rollout() -> None:
+    with pytest.raises(ValueError, match="actor_states: latest"):
+        ArcherConfig(advantage_estimator="td")
+    with pytest.raises(ValueError, match="actor_steps: 1"):
+        ArcherConfig(advantage_estimator="td", actor_states="latest", actor_steps=2)

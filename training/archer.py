@@ -70,6 +70,7 @@ from archer_agents.training.updates import (
     load_policy_state,
     module_device,
     policy_state,
+    rewards_and_dones,
 )
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,11 @@ class ArcherConfig(CriticSettings):
     """How critic batches are drawn: "transitions" (the paper: uniform) or "episodes" (whole
     episodes, each stored transition as likely; the turns of one episode share the cost of
     sampling a_pi, several times cheaper with whole-history observations)."""
+    advantage_estimator: Literal["q", "td"] = "q"
+    """The actor's advantage: "q", the paper's min Q(s, a) - min V(s); or "td",
+    r + gamma * (1 - done) * min V(s') - min V(s) on the rollout's own turns (actor_states
+    "latest", one actor step): it sees the turn's outcome, which a critic that cannot tell a
+    winning guess from a losing one (Q(s, a) of a small encoder) misses."""
     warmup_iterations: int = Field(10, ge=0)
     """Iterations of critic training alone before the actor starts (paper: 10 to 20)."""
     max_new_tokens: int = Field(32, ge=1)
@@ -124,6 +130,14 @@ class ArcherConfig(CriticSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> ArcherConfig:
+        if self.advantage_estimator == "td" and (
+            self.actor_states != "latest" or self.actor_steps > 1
+        ):
+            raise ValueError(
+                'advantage_estimator "td" needs the turns\' own rewards and next states, which '
+                "only the newest rollout's turns have: set actor_states: latest and "
+                "actor_steps: 1, or use advantage_estimator: q"
+            )
         if self.normalize_advantages and self.actor_batch_size < 2 and self.actor_steps > 0:
             raise ValueError(
                 "normalize_advantages needs at least two utterances per actor batch to compute a "
@@ -235,8 +249,8 @@ class Archer:
         self.sampling = config.sampling
         self.critic_updates = 0
         self.actor_updates = 0
-        self._latest: list[Episode] = []
-        """The episodes of the newest `observe` call (actor_states "latest")."""
+        self._latest: list[list[Transition]] = []
+        """The episodes of the newest `observe` call, as stored (actor_states "latest")."""
         self._latest_policy = -1
         """`actor_updates` when they were observed: their actions are current while it matches."""
         self._latest_order: list[int] = []
@@ -255,7 +269,7 @@ class Archer:
         penalty = self.config.invalid_action_penalty
         fresh = [e for e in episodes if e.transitions]
         if fresh:
-            self._latest = fresh
+            self._latest = []
             self._latest_policy = self.actor_updates
             self._latest_order = []
         for episode in fresh:
@@ -268,6 +282,7 @@ class Archer:
                 self.buffer.add(transition)
                 stored.append(transition)
             self._episodes.append(stored)
+            self._latest.append(stored)
             self._episode_transitions += len(stored)
         while self._episode_transitions > len(self.buffer):  # the buffer evicted the oldest
             self._episode_transitions -= len(self._episodes.popleft())
@@ -354,8 +369,11 @@ class Archer:
         """
         config = self.config
         generations: list[Generation] | None = None
+        turns: list[Transition] | None = None
+        own_samples = False
         if observations is None and config.actor_states == "latest" and self._latest:
-            observations, generations = self._latest_batch()
+            turns, generations, own_samples = self._latest_batch()
+            observations = [t.observation for t in turns]
         elif observations is None:
             observations = [t.observation for t in self.buffer.sample(config.actor_batch_size)]
         observations = list(observations)
@@ -365,7 +383,18 @@ class Archer:
         with torch.no_grad(), _eval_mode(self.critic):
             q_pi = self.critic.q(observations, texts)  # (B, 2)
             v = self.critic.v(observations)  # (B, 2)
-        advantages = advantage(q_pi, v).cpu()  # (B,)
+            if config.advantage_estimator == "td":
+                if turns is None or not own_samples:
+                    raise ValueError(
+                        'advantage_estimator "td" scores the rollout\'s own turns; call '
+                        "actor_step() without observations, right after observe()"
+                    )
+                rewards, dones = rewards_and_dones(turns, v.device)
+                v_next = self.critic.v([t.next_observation for t in turns])  # (B, 2)
+                bootstrap = torch.where(dones, 0.0, v_next.min(dim=-1).values)
+                advantages = (rewards + config.gamma * bootstrap - v.min(dim=-1).values).cpu()
+            else:
+                advantages = advantage(q_pi, v).cpu()  # (B,)
         raw_mean = float(advantages.mean())
         if config.normalize_advantages:
             centred = advantages - advantages.mean()
@@ -412,30 +441,30 @@ class Archer:
         self.actor_updates += 1
         return result
 
-    def _latest_batch(self) -> tuple[list[str], list[Generation]]:
-        """Whole episodes of the newest rollout, about ``actor_batch_size`` states, and actions.
+    def _latest_batch(self) -> tuple[list[Transition], list[Generation], bool]:
+        """Whole episodes of the newest rollout, about ``actor_batch_size`` turns, and actions.
 
         Episodes are drawn without replacement across the steps of an iteration.
         The rollout's samples are reused while no actor step has happened since
         they were drawn (they are then exact samples of the current policy);
-        otherwise the policy samples afresh at the same states.
+        otherwise the policy samples afresh at the same states. The flag says
+        whether the rollout's own samples were used.
         """
-        observations: list[str] = []
+        turns: list[Transition] = []
         logged: list[Generation] = []
-        while len(observations) < self.config.actor_batch_size:
+        while len(turns) < self.config.actor_batch_size:
             if not self._latest_order:
                 self._latest_order = list(self._rng.permutation(len(self._latest)))
-                if observations:
+                if turns:
                     break  # a whole pass over the rollout is one batch at most
-            episode = self._latest[int(self._latest_order.pop())]
-            for t in episode.transitions:
-                observations.append(t.observation)
+            for t in self._latest[int(self._latest_order.pop())]:
+                turns.append(t)
                 ids = t.action_token_ids or []
                 logged.append(Generation(text=t.action, token_ids=list(ids), logprobs=[]))
         current = self._latest_policy == self.actor_updates
         if current and all(g.token_ids for g in logged):
-            return observations, logged
-        return observations, self.policy.generate(observations, self.sampling)
+            return turns, logged, True
+        return turns, self.policy.generate([t.observation for t in turns], self.sampling), False
 
     def _score(
         self,
