@@ -291,11 +291,13 @@ def test_episode_batches_and_latest_states_train_and_survive_a_reload(
     ]
 
 
-def test_td_advantage_is_the_one_step_error_of_the_online_v(tiny_policy: LocalPolicy) -> None:
+def test_gae_with_lambda_zero_is_the_one_step_error_of_the_online_v(
+    tiny_policy: LocalPolicy,
+) -> None:
     archer = small_archer(
         tiny_policy,
         actor_states="latest",
-        advantage_estimator="td",
+        advantage_estimator="gae",
         warmup_iterations=0,
         actor_batch_size=64,
         gamma=0.9,
@@ -316,8 +318,32 @@ def test_td_advantage_is_the_one_step_error_of_the_online_v(tiny_policy: LocalPo
         archer.actor_step([START] * 4)
 
 
-def test_td_estimator_needs_the_newest_rollout() -> None:
+def test_gae_needs_the_newest_rollout() -> None:
     with pytest.raises(ValueError, match="actor_states: latest"):
-        ArcherConfig(advantage_estimator="td")
+        ArcherConfig(advantage_estimator="gae")
     with pytest.raises(ValueError, match="actor_steps: 1"):
-        ArcherConfig(advantage_estimator="td", actor_states="latest", actor_steps=2)
+        ArcherConfig(advantage_estimator="gae", actor_states="latest", actor_steps=2)
+
+
+def test_gae_by_hand_restarts_at_each_episode_end() -> None:
+    from archer_agents.training.archer import gae
+
+    def turn(reward: float, done: bool) -> Transition:
+        return Transition(
+            observation="s", action="a", reward=reward, next_observation="s'", terminated=done
+        )
+
+    turns = [turn(-1.0, False), turn(-1.0, False), turn(0.0, True), turn(-1.0, True)]
+    values = torch.tensor([-2.0, -1.5, -1.0, -3.0])
+    next_values = torch.tensor([-1.5, -1.0, 9.0, 9.0])  # after an end: never used
+    gamma, lam = 0.9, 0.5
+    d2 = 0.0 - (-1.0)
+    d1 = -1.0 + gamma * -1.0 - (-1.5)
+    d0 = -1.0 + gamma * -1.5 - (-2.0)
+    a2 = d2
+    a1 = d1 + gamma * lam * a2
+    a0 = d0 + gamma * lam * a1
+    a3 = -1.0 - (-3.0)
+    torch.testing.assert_close(
+        gae(turns, values, next_values, gamma, lam), torch.tensor([a0, a1, a2, a3])
+    )

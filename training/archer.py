@@ -34,6 +34,18 @@ Where this departs from the paper and its public code:
   `TokenBaseline`: b(s, a_<t) regressed onto the utterance's advantage, over
   hashed features of the observation and the decoded token prefix (the
   paper's baseline reads the policy's hidden states).
+- Options for a CPU budget, all off by default: ``critic_batches="episodes"``
+  draws whole episodes (each stored transition as likely as with uniform
+  sampling), so the fresh a_pi of all turns of an episode are sampled with
+  their shared history computed once (`LocalPolicy.generate_shared`);
+  ``actor_states="latest"`` takes the actor's states from the newest rollout,
+  whose own samples are exact samples of the current policy until the first
+  actor step, scored with the history once per episode
+  (`LocalPolicy.log_probs_packed`); ``advantage_estimator="gae"`` then uses
+  generalised advantage estimation over those episodes with the online V
+  (``gae_lambda`` 0: the one-step error r + gamma * (1 - done) * min V(s') -
+  min V(s)), which sees the turns' outcomes (a won guess) that a small
+  critic's Q(s, a) cannot tell from a lost one.
 - Default sizes are the public code's (50 critic steps of 256, 3 actor steps
   of 256, warm-up of 10 iterations); the learning rates of the small CPU model
   used by `archer quickstart` are far higher than the paper's 7B ones (see
@@ -70,7 +82,6 @@ from archer_agents.training.updates import (
     load_policy_state,
     module_device,
     policy_state,
-    rewards_and_dones,
 )
 
 logger = logging.getLogger(__name__)
@@ -102,11 +113,13 @@ class ArcherConfig(CriticSettings):
     """How critic batches are drawn: "transitions" (the paper: uniform) or "episodes" (whole
     episodes, each stored transition as likely; the turns of one episode share the cost of
     sampling a_pi, several times cheaper with whole-history observations)."""
-    advantage_estimator: Literal["q", "td"] = "q"
-    """The actor's advantage: "q", the paper's min Q(s, a) - min V(s); or "td",
-    r + gamma * (1 - done) * min V(s') - min V(s) on the rollout's own turns (actor_states
-    "latest", one actor step): it sees the turn's outcome, which a critic that cannot tell a
-    winning guess from a losing one (Q(s, a) of a small encoder) misses."""
+    advantage_estimator: Literal["q", "gae"] = "q"
+    """The actor's advantage: "q", the paper's min Q(s, a) - min V(s); or "gae", generalised
+    advantage estimation with the online min V over the newest rollout's own turns
+    (actor_states "latest", one actor step): it sees each turn's outcome, which a critic that
+    cannot tell a winning guess from a losing one (Q(s, a) of a small encoder) misses."""
+    gae_lambda: float = Field(0.0, ge=0.0, le=1.0)
+    """GAE's lambda: 0 is the one-step TD error, 1 the discounted return minus V(s)."""
     warmup_iterations: int = Field(10, ge=0)
     """Iterations of critic training alone before the actor starts (paper: 10 to 20)."""
     max_new_tokens: int = Field(32, ge=1)
@@ -130,7 +143,7 @@ class ArcherConfig(CriticSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> ArcherConfig:
-        if self.advantage_estimator == "td" and (
+        if self.advantage_estimator == "gae" and (
             self.actor_states != "latest" or self.actor_steps > 1
         ):
             raise ValueError(
@@ -383,16 +396,20 @@ class Archer:
         with torch.no_grad(), _eval_mode(self.critic):
             q_pi = self.critic.q(observations, texts)  # (B, 2)
             v = self.critic.v(observations)  # (B, 2)
-            if config.advantage_estimator == "td":
+            if config.advantage_estimator == "gae":
                 if turns is None or not own_samples:
                     raise ValueError(
-                        'advantage_estimator "td" scores the rollout\'s own turns; call '
+                        'advantage_estimator "gae" scores the rollout\'s own turns; call '
                         "actor_step() without observations, right after observe()"
                     )
-                rewards, dones = rewards_and_dones(turns, v.device)
                 v_next = self.critic.v([t.next_observation for t in turns])  # (B, 2)
-                bootstrap = torch.where(dones, 0.0, v_next.min(dim=-1).values)
-                advantages = (rewards + config.gamma * bootstrap - v.min(dim=-1).values).cpu()
+                advantages = gae(
+                    turns,
+                    v.min(dim=-1).values.cpu(),
+                    v_next.min(dim=-1).values.cpu(),
+                    config.gamma,
+                    config.gae_lambda,
+                )
             else:
                 advantages = advantage(q_pi, v).cpu()  # (B,)
         raw_mean = float(advantages.mean())
@@ -554,6 +571,31 @@ class Archer:
             self.baseline_optimizer.load_state_dict(state["baseline_optimizer"])
 
 
+def gae(
+    turns: Sequence[Transition],
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> torch.Tensor:
+    """Generalised advantage estimates (B,) for whole episodes' turns given in order.
+
+    delta_t = r_t + gamma * (1 - done_t) * V(s_t+1) - V(s_t);
+    A_t = delta_t + gamma * lam * (1 - done_t) * A_t+1, restarting at each episode's end.
+    values, next_values: (B,) V(s_t) and V(s_t+1), no gradient.
+    """
+    advantages = torch.zeros(len(turns))
+    running = 0.0
+    for t in range(len(turns) - 1, -1, -1):
+        turn = turns[t]
+        continuing = 0.0 if turn.done else 1.0
+        delta = turn.reward + gamma * continuing * float(next_values[t]) - float(values[t])
+        ends_here = turn.done or t == len(turns) - 1
+        running = delta + (0.0 if ends_here else gamma * lam * running)
+        advantages[t] = running
+    return advantages
+
+
 def _episodes_in_order(buffer_state: dict[str, Any]) -> list[list[Transition]]:
     """The transitions of a `ReplayBuffer.state_dict`, oldest first, cut at episode ends."""
     stored = [Transition.model_validate(t) for t in buffer_state["transitions"]]
@@ -593,4 +635,4 @@ def _mean_metrics(prefix: str, history: Sequence[dict[str, float]]) -> dict[str,
     return {f"{prefix}/{key}": float(np.mean([h[key] for h in history])) for key in history[0]}
 
 
-__all__ = ["Archer", "ArcherConfig", "TokenBaseline"]
+__all__ = ["Archer", "ArcherConfig", "TokenBaseline", "gae"]
