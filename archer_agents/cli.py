@@ -453,6 +453,9 @@ def full_app() -> typer.Typer:
 
 def main() -> None:
     logging.basicConfig(level=os.environ.get("ARCHER_LOG_LEVEL", "WARNING"))
+    # The commands draw their own progress; transformers' per-save and per-load bars
+    # (read from this variable when transformers is imported) would only interleave.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     full_app()()
 
 

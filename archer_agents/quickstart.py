@@ -283,14 +283,17 @@ def quickstart(
     with _progress() as progress:
         task = progress.add_task("ArCHer", total=None, info="")
 
+        latest: dict[str, float] = {}  # the final evaluation's record has no rollout figures
+
         def on_iteration(iteration: int, record: dict[str, float]) -> None:
+            latest.update(record)
             info = (
-                f"iter {iteration}  episodes {record['episodes']}  "
-                f"return {record.get('rollout/return_mean', float('nan')):.2f}  "
-                f"valid {record.get('rollout/valid_rate', float('nan')):.1%}"
+                f"iter {iteration}  episodes {latest['episodes']}  "
+                f"return {latest.get('rollout/return_mean', float('nan')):.2f}  "
+                f"valid {latest.get('rollout/valid_rate', float('nan')):.1%}"
             )
-            if "eval/return_mean" in record:
-                info += f"  eval {record['eval/return_mean']:.2f}"
+            if "eval/return_mean" in latest:
+                info += f"  eval {latest['eval/return_mean']:.2f}"
             progress.update(task, completed=iteration, info=info)
 
         trainer = Trainer(

@@ -5,6 +5,11 @@ naming it, within 20 turns. Episode rules, observation format and scripted
 agents are those of every question game (`question_game`); the knowledge base
 and its oracle are `archer_agents.tools.twenty_questions`. The secret objects
 are split into fixed train and test sets; a task id is the object's name.
+
+``archer/TwentyQuestionsMini-v0`` is the same game over a subset of the
+knowledge base (52 objects, 12 properties: `TwentyQuestionsOracle.mini`), small
+enough for a 0.6M-parameter model to learn on a CPU in minutes; it is the main
+job's game (`archer quickstart`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,28 @@ class TwentyQuestionsEnv(QuestionGameEnv):
     ) -> None:
         super().__init__(
             oracle if oracle is not None else TwentyQuestionsOracle.default(),
+            max_turns=max_turns,
+            max_action_chars=max_action_chars,
+            render_mode=render_mode,
+        )
+
+
+class TwentyQuestionsMiniEnv(TwentyQuestionsEnv):
+    """Twenty Questions over the mini knowledge base (52 objects, 12 properties).
+
+    Args: as `TwentyQuestionsEnv`; the oracle defaults to `TwentyQuestionsOracle.mini`.
+    """
+
+    def __init__(
+        self,
+        *,
+        oracle: TwentyQuestionsOracle | None = None,
+        max_turns: int = DEFAULT_MAX_TURNS,
+        max_action_chars: int = DEFAULT_MAX_QUESTION_CHARS,
+        render_mode: str | None = None,
+    ) -> None:
+        super().__init__(
+            oracle=oracle if oracle is not None else TwentyQuestionsOracle.mini(),
             max_turns=max_turns,
             max_action_chars=max_action_chars,
             render_mode=render_mode,

@@ -13,13 +13,15 @@ from langchain_core.tools import BaseTool
 import archer_agents.environments  # noqa: F401  (registers the ids)
 from archer_agents.environments.base import UnknownTaskError
 from archer_agents.environments.question_game import expected_turns_table
-from archer_agents.environments.twenty_questions import TwentyQuestionsEnv
+from archer_agents.environments.twenty_questions import TwentyQuestionsEnv, TwentyQuestionsMiniEnv
 from archer_agents.tools.twenty_questions import (
     DATA_PATH,
+    MINI_PATH,
     KnowledgeBase,
     TwentyQuestionsOracle,
     answer_question,
     load_knowledge_base,
+    load_mini_knowledge_base,
     make_twenty_questions_tool,
 )
 
@@ -362,3 +364,50 @@ def test_weak_agent_asks_only_canonical_questions(
             assert action in canonical | guesses
     with pytest.raises(ValueError, match="unknown scripted agent"):
         env.make_scripted_agent("oracle")
+
+
+# -- the mini game ------------------------------------------------------------------------
+
+
+def test_mini_game_is_a_subset_with_every_object_identifiable(
+    oracle: TwentyQuestionsOracle,
+) -> None:
+    mini = TwentyQuestionsOracle.mini()
+    assert len(mini.secrets()) == 52 and len(mini.property_names()) == 12
+    assert len(mini.secrets("test")) == 14 and len(mini.secrets("train")) == 38
+    for split in ("train", "test"):  # objects keep their split...
+        assert set(mini.secrets(split)) <= set(oracle.secrets(split))
+    for secret in mini.secrets():  # ...and their facts
+        for prop in mini.property_names():
+            assert mini.has_property(secret, prop) == oracle.has_property(secret, prop)
+    test_every_object_is_identifiable_by_properties(mini)
+    test_every_property_splits_the_objects(mini)
+    # Questions about properties and objects outside the subset are not questions here.
+    assert oracle.answer("Is it made of wood?", "piano") == "Yes."
+    assert mini.answer("Is it made of wood?", "piano") == "Invalid question."
+    assert mini.answer("Is it a dog?", "cat") == "Invalid question."
+    assert mini.answer("Is it alive?", "cat") == "Yes."
+
+
+def test_mini_subset_file_names_only_what_the_knowledge_base_has(tmp_path) -> None:
+    subset = json.loads(MINI_PATH.read_text(encoding="utf-8"))
+    subset["objects"].append("unicorn")
+    path = tmp_path / "mini.json"
+    path.write_text(json.dumps(subset), encoding="utf-8")
+    with pytest.raises(ValueError, match="unicorn"):
+        load_mini_knowledge_base(path)
+
+
+def test_mini_game_is_registered_and_the_expert_wins_it() -> None:
+    env = gym.make("archer/TwentyQuestionsMini-v0")
+    assert isinstance(env.unwrapped, TwentyQuestionsMiniEnv)
+    base = env.unwrapped
+    assert list(base.task_ids("test")) == list(TwentyQuestionsOracle.mini().secrets("test"))
+    test_expert_wins_every_test_task(base)
+    means = {
+        kind: np.mean(
+            [play(base, base.make_scripted_agent(kind, seed=1), seed=s)[0] for s in range(60)]
+        )
+        for kind in ("expert", "weak", "random")
+    }
+    assert means["expert"] > means["weak"] + 0.5 > means["random"] + 5

@@ -14,6 +14,13 @@ microseconds. A question is read (`TwentyQuestionsOracle.parse`) as one of:
 
 `answer_question` is the pure function; `make_twenty_questions_tool` wraps it
 as a LangChain tool for one secret.
+
+The mini game (``data/twenty_questions_mini.json``, `TwentyQuestionsOracle.mini`)
+is a subset of the same knowledge base for quick CPU runs: 12 properties,
+chosen greedily so that each one added splits the most objects into new
+groups of identical answers, and one object from each of the 52 groups they
+form (so every object has its own answers; a test object where the group has
+one, until a quarter are test objects). Objects keep their split and facts.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from archer_agents.tools.question_oracle import (
 )
 
 DATA_PATH = Path(__file__).parent / "data" / "twenty_questions.json"
+MINI_PATH = DATA_PATH.with_name("twenty_questions_mini.json")
 
 
 class PropertySpec(BaseModel):
@@ -101,6 +109,48 @@ class KnowledgeBase(BaseModel):
                     f"missing {missing}, unknown {unknown}"
                 )
         return self
+
+    def subset(
+        self, objects: Sequence[str], properties: Sequence[str], description: str
+    ) -> KnowledgeBase:
+        """The knowledge base restricted to ``objects`` and ``properties`` (in this order)."""
+        by_name = {obj.name: obj for obj in self.objects}
+        by_property = {prop.name: prop for prop in self.properties}
+        unknown = sorted(set(objects) - set(by_name)) + sorted(set(properties) - set(by_property))
+        if unknown:
+            raise ValueError(f"a subset names what the knowledge base lacks: {unknown}")
+        kept = set(properties)
+        return KnowledgeBase(
+            description=description,
+            properties=[by_property[name] for name in properties],
+            objects=[
+                by_name[name].model_copy(
+                    update={
+                        "yes": [p for p in by_name[name].yes if p in kept],
+                        "no": [p for p in by_name[name].no if p in kept],
+                    }
+                )
+                for name in objects
+            ],
+        )
+
+
+class KnowledgeBaseSubset(BaseModel):
+    """A subset of the shipped knowledge base, by object and property names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str
+    properties: list[str]
+    objects: list[str]
+
+
+def load_mini_knowledge_base(path: str | Path | None = None) -> KnowledgeBase:
+    """The mini game's knowledge base: a subset (``path``, the shipped one by default)."""
+    source = Path(path) if path is not None else MINI_PATH
+    with source.open(encoding="utf-8") as handle:
+        subset = KnowledgeBaseSubset.model_validate(json.load(handle))
+    return load_knowledge_base().subset(subset.objects, subset.properties, subset.description)
 
 
 def load_knowledge_base(path: str | Path | None = None) -> KnowledgeBase:
@@ -167,6 +217,11 @@ class TwentyQuestionsOracle:
     def default(cls) -> TwentyQuestionsOracle:
         """The oracle over the shipped knowledge base (built once per process)."""
         return _default_oracle()
+
+    @classmethod
+    def mini(cls) -> TwentyQuestionsOracle:
+        """The oracle of the mini game (52 objects, 12 properties; built once per process)."""
+        return _mini_oracle()
 
     # -- the game's data ----------------------------------------------------
     def secrets(self, split: str | None = None) -> Sequence[str]:
@@ -252,6 +307,11 @@ def _article(obj: ObjectSpec) -> str:
 @cache
 def _default_oracle() -> TwentyQuestionsOracle:
     return TwentyQuestionsOracle(load_knowledge_base())
+
+
+@cache
+def _mini_oracle() -> TwentyQuestionsOracle:
+    return TwentyQuestionsOracle(load_mini_knowledge_base())
 
 
 def answer_question(question: str, secret: str) -> str:
