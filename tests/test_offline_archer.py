@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from archer_agents.environments.question_game import QuestionGameEnv
-from archer_agents.episode_log import EpisodeLogError, EpisodeWriter
+from archer_agents.episode_log import EpisodeLogError, EpisodeWriter, read_episodes
 from archer_agents.local_policy import LocalPolicy
 from archer_agents.schema import Episode, Transition
 from archer_agents.training import rollout
@@ -404,3 +404,38 @@ def test_archer_train_runs_offline_then_online_from_overrides(
             out=tmp_path / "run2",
             overrides=["iterations=1"],
         )
+
+
+def test_episodes_rewritten_by_late_feedback_count_once_in_their_latest_revision(
+    tmp_path: Path, tiny_policy: LocalPolicy
+) -> None:
+    from archer_agents.agent import load_agent
+    from archer_agents.policy import SamplingParams
+    from archer_agents.recorder import EpisodeRecorder
+    from archer_agents.tools.twenty_questions import make_twenty_questions_tool
+
+    log = tmp_path / "production.jsonl"
+    recorder = EpisodeRecorder(log, wait_for_feedback=False)  # each run written at once, unrewarded
+    agent = load_agent(
+        tiny_policy,
+        [make_twenty_questions_tool("penguin")],
+        sampling=SamplingParams(max_new_tokens=6),
+        callbacks=[recorder],
+    )
+    ids = []
+    for _ in range(3):
+        agent.invoke({"messages": [("user", "Find the secret object.")]})
+        ids.append(recorder.last_episode_id or "")
+    recorder.feedback(ids[0], -2.0, success=False)  # revision 2
+    recorder.feedback(ids[1], -5.0, success=False)  # revision 2 ...
+    recorder.feedback(ids[1], -1.0, success=True)  # ... corrected by revision 3
+    recorder.close()  # ids[2] never gets its reward
+    lines, _ = read_episodes(log)
+    assert len(lines) == 6
+    rewarded = {e.episode_id: e for e in lines if e.metadata["revision"] > 1}
+
+    algo = OfflineArcher(config(log), tiny_policy)
+    stored = algo.buffer.state_dict()["transitions"]
+    assert len(stored) == rewarded[ids[0]].num_turns + rewarded[ids[1]].num_turns
+    assert sum(t["reward"] for t in stored) == pytest.approx(-2.0 + -1.0)
+    assert algo.report.episodes_read == 6

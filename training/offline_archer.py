@@ -17,8 +17,12 @@ rollouts, a LangChain agent's recorded production episodes, an import):
   (a torn last line is reported and skipped; other bad lines stop the run
   unless ``skip_bad_lines``). An utterance without recorded token ids is
   scored as its tokens plus the end-of-utterance token
-  (`training.bc.action_token_ids`). Episodes whose reward has not arrived yet
-  (``total_reward`` None, from production logs) are left out, with a warning.
+  (`training.bc.action_token_ids`). An episode written more than once (a
+  recorder writes it again, ``metadata["revision"]`` one higher, when its
+  reward arrives late) counts once, in its latest revision
+  (`archer_agents.recorder.latest_revisions`). Episodes whose reward has not
+  arrived yet (``total_reward`` None, from production logs) are left out, with
+  a warning.
 - No environment is ever touched: `OfflineArcher.actor` exists only so the
   trainer can evaluate the policy; `train_offline` runs updates alone.
 
@@ -41,6 +45,7 @@ from archer_agents.critic import DoubleCritic, make_target, polyak_update
 from archer_agents.episode_log import ReadReport, read_episodes
 from archer_agents.local_policy import LocalPolicy
 from archer_agents.policy import SamplingParams
+from archer_agents.recorder import latest_revisions
 from archer_agents.schema import Episode, Transition
 from archer_agents.training.bc import transition_token_ids
 from archer_agents.training.critic_config import CriticSettings, build_critic, critic_optimizer
@@ -167,7 +172,14 @@ class OfflineArcher:
 
     def _load_data(self) -> ReplayBuffer:
         config = self.config
-        episodes, self.report = read_episodes(config.data, strict=not config.skip_bad_lines)
+        lines, self.report = read_episodes(config.data, strict=not config.skip_bad_lines)
+        episodes = latest_revisions(lines)
+        if len(episodes) < len(lines):
+            logger.info(
+                "offline data: %d lines rewrite an episode already logged (feedback that came "
+                "later); each episode counts once, in its latest revision",
+                len(lines) - len(episodes),
+            )
         transitions = offline_transitions(
             episodes, self.policy.tokenizer, retokenize=config.retokenize
         )
