@@ -97,6 +97,18 @@ class AdapterRegistry:
                 f"name={state['name']!r}"
             )
 
+    @classmethod
+    def open(cls, root: str | Path) -> AdapterRegistry:
+        """The registry at ``root`` under the name it was created with (``archer`` if new)."""
+        path = Path(root) / "registry.json"
+        name = json.loads(path.read_text()).get("name", "archer") if path.is_file() else "archer"
+        return cls(root, name=name)
+
+    @property
+    def state_path(self) -> Path:
+        """``registry.json``: replaced whole on every promotion or rollback."""
+        return self.root / "registry.json"
+
     # -- reading ----------------------------------------------------------------------
     def versions(self) -> list[AdapterVersion]:
         """Every saved version, oldest first."""
@@ -214,7 +226,7 @@ class AdapterRegistry:
         return self.get(history[-1])
 
     def _state(self) -> dict[str, Any]:
-        path = self.root / "registry.json"
+        path = self.state_path
         if not path.is_file():
             return {}
         return dict(json.loads(path.read_text()))
@@ -227,7 +239,7 @@ class AdapterRegistry:
             json.dump(state, handle, indent=2)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, self.root / "registry.json")
+        os.replace(tmp, self.state_path)
 
 
 @dataclass
@@ -265,6 +277,14 @@ class Deployment:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
 
+    def base_model(self) -> str:
+        """The server's name for its base model: the first listed that is no version here."""
+        data = self._call("GET", "/v1/models")["data"]
+        names = [m["id"] for m in data if self.registry.version_of(m["id"]) is None]
+        if not names:
+            raise RuntimeError(f"the server at {self.client.base_url} lists no base model")
+        return str(names[0])
+
     def loaded(self) -> list[str]:
         """Served names of this registry's versions that the server has loaded."""
         data = self._call("GET", "/v1/models")["data"]
@@ -291,9 +311,16 @@ class Deployment:
         logger.info("unloaded %s from the server", served_name)
 
     def promote(self, version: str, policies: Sequence[ServerPolicy] = ()) -> Promotion:
-        """Load ``version``, make it active, route ``policies`` to it, unload old versions."""
+        """Load ``version``, make it active, route ``policies`` to it, unload old versions.
+
+        Promoting the version that is already active loads it if the server lost
+        it (a restart) and routes ``policies``, without a second history entry.
+        """
         name, seconds = self.load(version)
-        record = self.registry.set_active(version)
+        history = self.registry.history
+        record = self.registry.get(version)
+        if not history or history[-1] != record.version:
+            record = self.registry.set_active(version)
         return self._finish(record, name, seconds, policies)
 
     def rollback(self, policies: Sequence[ServerPolicy] = ()) -> Promotion:

@@ -17,7 +17,10 @@ A source is one of:
 - the URL of an OpenAI-compatible server (``http://127.0.0.1:8000``, with or
   without the ``/v1`` suffix OpenAI clients use), with
   ``model=`` naming the served model or adapter version and ``tokenizer=`` the
-  served model's tokenizer (`archer_agents.server_policy.ServerPolicy`);
+  served model's tokenizer (`archer_agents.server_policy.ServerPolicy`); or
+  with ``registry=`` an adapter registry directory, whose active version the
+  agent then follows: a version promoted later, by any process, answers the
+  agent's next call (the tokenizer defaults to the one saved with the version);
 - a `Policy` object already built.
 """
 
@@ -46,16 +49,23 @@ def load_policy(
     model: str | None = None,
     tokenizer: str | Path | None = None,
     api_key: str | None = None,
+    registry: str | Path | None = None,
 ) -> Policy:
     """The `Policy` a source names (see the module docstring).
 
-    ``model``, ``tokenizer`` (the served model's: a directory or hub id) and
-    ``api_key`` apply to a server URL only.
+    ``model``, ``tokenizer`` (the served model's: a directory or hub id),
+    ``api_key`` and ``registry`` (an adapter registry to follow) apply to a
+    server URL only.
     """
-    server_only = {"model": model, "tokenizer": tokenizer, "api_key": api_key}
+    server_only = {
+        "model": model,
+        "tokenizer": tokenizer,
+        "api_key": api_key,
+        "registry": registry,
+    }
     text = str(source)
     if isinstance(source, str) and text.startswith(("http://", "https://")):
-        return _server_policy(text, model, tokenizer, api_key)
+        return _server_policy(text, model, tokenizer, api_key, registry)
     given = sorted(name for name, value in server_only.items() if value is not None)
     if given:
         raise ValueError(
@@ -86,6 +96,7 @@ def load_chat_model(
     model: str | None = None,
     tokenizer: str | Path | None = None,
     api_key: str | None = None,
+    registry: str | Path | None = None,
     sampling: SamplingParams | None = None,
     critic: Any = None,
     num_candidates: int = 1,
@@ -97,11 +108,15 @@ def load_chat_model(
         model: the served model or adapter version (server URLs only).
         tokenizer: the served model's tokenizer, a directory or hub id (server URLs only).
         api_key: the server's API key, if it wants one (server URLs only).
+        registry: an adapter registry directory whose active version to follow,
+            instead of ``model`` (server URLs only).
         sampling: how utterances are sampled (default: the chat model's).
         critic: a `DoubleCritic` ranking ``num_candidates`` candidates per call.
         num_candidates: candidates sampled per call when a critic is given.
     """
-    policy = load_policy(source, model=model, tokenizer=tokenizer, api_key=api_key)
+    policy = load_policy(
+        source, model=model, tokenizer=tokenizer, api_key=api_key, registry=registry
+    )
     settings: dict[str, Any] = {"critic": critic, "num_candidates": num_candidates}
     if sampling is not None:
         settings["sampling"] = sampling
@@ -116,6 +131,7 @@ def load_agent(
     model: str | None = None,
     tokenizer: str | Path | None = None,
     api_key: str | None = None,
+    registry: str | Path | None = None,
     sampling: SamplingParams | None = None,
     critic: Any = None,
     num_candidates: int = 1,
@@ -133,6 +149,7 @@ def load_agent(
         model=model,
         tokenizer=tokenizer,
         api_key=api_key,
+        registry=registry,
         sampling=sampling,
         critic=critic,
         num_candidates=num_candidates,
@@ -146,19 +163,35 @@ def load_agent(
 
 
 def _server_policy(
-    url: str, model: str | None, tokenizer: str | Path | None, api_key: str | None
+    url: str,
+    model: str | None,
+    tokenizer: str | Path | None,
+    api_key: str | None,
+    registry: str | Path | None,
 ) -> Policy:
-    if model is None or tokenizer is None:
+    if registry is not None:
+        if model is not None:
+            raise ValueError(
+                f"model={model!r} and registry were both given; an agent following a registry "
+                "always uses its active version: pass one of them"
+            )
+        if not Path(registry).is_dir():
+            raise FileNotFoundError(
+                f"no adapter registry at {registry}; save versions with AdapterRegistry.save "
+                "(or `archer train --server URL --registry DIR`)"
+            )
+    elif model is None or tokenizer is None:
         raise ValueError(
             f"a server URL needs the served model (or adapter version) and its tokenizer: "
-            f"load_agent({url!r}, model='<name from /v1/models>', tokenizer='<model directory>')"
+            f"load_agent({url!r}, model='<name from /v1/models>', tokenizer='<model directory>'), "
+            "or registry='<adapter registry>' to follow its active version"
         )
     try:
         from archer_agents.server_policy import ServerPolicy
     except ImportError as exc:
         raise ImportError(f"a server URL needs httpx and the serving layer: {SERVE_PIP}") from exc
     root = url.rstrip("/").removesuffix("/v1")  # ServerPolicy adds the /v1 paths itself
-    policy: Policy = ServerPolicy(root, model, tokenizer, api_key=api_key)
+    policy: Policy = ServerPolicy(root, model, tokenizer, api_key=api_key, registry=registry)
     return policy
 
 

@@ -255,7 +255,7 @@ class ArcherChatModel(BaseChatModel):
         content, tool_calls, invalid, error = _read_tool_calls(text, tools, tool_choice)
         metadata: dict[str, Any] = {
             "model_name": self.model_name,
-            "policy_version": str(self.policy.version),
+            "policy_version": chosen.policy_version or str(self.policy.version),
             "finish_reason": "stop" if chosen.finished or stop_sequence else "length",
             UTTERANCE_KEY: text,
             UTTERANCE_CALLS_KEY: [[call["name"], call["args"]] for call in tool_calls],

@@ -18,6 +18,13 @@ built the same way, ``Algorithm(config, policy)``, and trained by the same
 
 A bare key (``warmup_iterations``) goes to the one section that has it;
 ``trainer.seed=1`` names the section explicitly (see `training.config`).
+
+With ``--server URL`` the rollouts (and evaluations) are sampled by a running
+OpenAI-compatible server (``archer serve``, local or vLLM) instead of the local
+model: after each actor update the LoRA adapter is saved as the next version
+of ``--registry`` (default ``OUT/adapters``), hot-loaded into the server and
+made active, and older versions are unloaded (`training.served`). An agent
+deployed with ``load_agent(URL, tools, registry=DIR)`` follows along.
 """
 
 from __future__ import annotations
@@ -38,6 +45,9 @@ from archer_agents.cli import (
     app,
     console,
 )
+
+REGISTRY_DIR = "adapters"
+"""Where `archer train --server` keeps adapter versions inside the run, unless --registry says."""
 
 ALGORITHMS: dict[str, tuple[str, str, str]] = {
     "archer": ("archer_agents.training.archer", "Archer", "ArcherConfig"),
@@ -131,6 +141,24 @@ def train_command(
     threads: Annotated[
         int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="Sample rollouts on this OpenAI-compatible server (`archer serve`); each actor "
+            "update is hot-loaded into it as a new adapter version (needs a LoRA policy)."
+        ),
+    ] = None,
+    registry: Annotated[
+        Path | None,
+        typer.Option(help="Adapter registry for the served versions (default: OUT/adapters)."),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="ARCHER_API_KEY", help="The server's API key (env ARCHER_API_KEY)."),
+    ] = None,
+    keep: Annotated[
+        int, typer.Option(help="With --server: earlier versions left loaded for rollback.")
+    ] = 1,
 ) -> None:
     """Train a policy online (or offline) with an algorithm, the shared loop and checkpoints."""
 
@@ -145,12 +173,25 @@ def train_command(
             lora=lora,
             resume=resume,
             threads=threads,
+            server=server,
+            registry=registry,
+            api_key=api_key,
+            keep=keep,
         )
         counters = result.counters
         console.print(
             f"{counters.iteration} iterations, {counters.episodes} episodes in "
             f"{counters.train_seconds / 60:.1f} min; run in [bold]{out}[/]"
         )
+        if server is not None:
+            from archer_agents.adapters import AdapterRegistry
+
+            store = AdapterRegistry.open(registry or out / REGISTRY_DIR)
+            active = store.active
+            if active is not None:
+                console.print(
+                    f"{server} serves {store.served_name(active)} (active version of {store.root})"
+                )
 
     _run(run)
 
@@ -168,8 +209,16 @@ def train(
     threads: int | None = None,
     defaults: dict[str, Any] | None = None,
     references: dict[str, float] | None = None,
+    server: str | None = None,
+    registry: Path | None = None,
+    api_key: str | None = None,
+    keep: int = 1,
 ) -> Any:
-    """Build the policy, the algorithm and the trainer, and run it; returns the `TrainResult`."""
+    """Build the policy, the algorithm and the trainer, and run it; returns the `TrainResult`.
+
+    With ``server``, rollouts are sampled on it and each actor update is deployed
+    as a new version of ``registry`` (default ``out/adapters``).
+    """
     import torch
 
     from archer_agents.local_policy import LocalPolicy, LoraSettings
@@ -177,6 +226,11 @@ def train(
 
     if threads is not None:
         torch.set_num_threads(threads)
+    if server is None and registry is not None:
+        raise UserError(
+            "--registry names where served adapter versions go, which needs --server URL (the "
+            "server that samples the rollouts); add --server or drop --registry"
+        )
     algorithm_class, _ = algorithm_classes(algo)
     trainer_config, algorithm_config = load_run_config(
         algo, config_file, list(overrides or []), defaults
@@ -198,6 +252,12 @@ def train(
         "model": str(model),
         "lora": None if lora_settings is None else lora_settings.model_dump(mode="json"),
     }
+    served = None
+    if server is not None:
+        store = registry or out / REGISTRY_DIR
+        served = _serve(algorithm, server, store, api_key, keep)
+        algorithm = served
+        run_info.update({"server": server, "registry": str(store)})
     with _progress() as progress:
         task = progress.add_task(f"{algo} training", total=trainer_config.iterations, info="")
 
@@ -221,7 +281,28 @@ def train(
             references=references,
             on_iteration=on_iteration,
         )
-        return trainer.train(resume=resume)
+        try:
+            return trainer.train(resume=resume)
+        except ConnectionError as error:
+            raise UserError(str(error)) from None
+        finally:
+            if served is not None:
+                served.close()
+
+
+def _serve(algorithm: Any, server: str, registry: Path, api_key: str | None, keep: int) -> Any:
+    """``algorithm`` sampling on ``server``, versions kept in ``registry`` (`ServedAlgorithm`)."""
+    from archer_agents.server_policy import ServerError
+    from archer_agents.training.served import ServedAlgorithm
+
+    if registry.exists() and not registry.is_dir():
+        raise UserError(f"--registry {registry} is a file; pass a directory for adapter versions")
+    try:
+        return ServedAlgorithm.connect(algorithm, server, registry, api_key=api_key, keep=keep)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    except (ConnectionError, RuntimeError, ServerError) as error:
+        raise UserError(str(error)) from None
 
 
 def _model_of_run(out: Path, run_file: str) -> tuple[str | None, Any]:

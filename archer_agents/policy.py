@@ -51,6 +51,8 @@ class Generation:
     """The prompt ids the policy conditioned on."""
     finished: bool = True
     """True when the utterance ended with the end-of-utterance token."""
+    policy_version: str | None = None
+    """The weights that sampled it, when the policy knows per call (a served adapter's name)."""
 
     @property
     def logprob(self) -> float:

@@ -17,13 +17,22 @@ from: vLLM started with ``--logprobs-mode processed_logprobs`` (as
 
 Observations are sent in batches of ``batch_size`` prompts per request, with
 up to ``max_concurrency`` requests in flight. The adapter is chosen by model
-name: `route` switches new rollouts to another version. Gradients are always
-computed locally, so `log_probs` is not available here.
+name: `route` switches new rollouts to another version. Given an adapter
+``registry`` (`archer_agents.adapters`) instead of a model name, the policy
+follows the registry's active version: before each call it checks whether
+``registry.json`` changed (one ``stat``) and, if so, reads the active version
+again, so a promotion made anywhere (another process, ``archer deploy``) reaches
+it on its next call. A call that meets a just-unloaded name (404) re-reads the
+registry once and is retried under the new name. Every `Generation` names the
+served model that sampled it. Gradients are always computed locally, so
+`log_probs` is not available here.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from archer_agents.adapters import AdapterRegistry
 from archer_agents.policy import Generation, SamplingParams
 from archer_agents.prompts import render_prompt
 
@@ -49,12 +59,20 @@ _RETRY_STATUS = (429, 502, 503, 504)
 class ServerError(RuntimeError):
     """The server refused a request or answered in an unexpected shape."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        """The HTTP status the server answered with (None when it never answered)."""
+
 
 class ServerPolicy:
     """Samples utterances from ``model`` (a base model or adapter name) on a server at ``base_url``.
 
     ``tokenizer`` (an object, or a directory or hub id to load one from) must
     be the served model's: it builds the prompt ids and decodes the text.
+    ``registry`` (an `AdapterRegistry` or its directory), given instead of
+    ``model``, makes the policy follow the registry's active version; the
+    tokenizer then defaults to the one saved with that version.
     ``context_length`` defaults to the ``max_model_len`` the server reports.
     """
 
@@ -64,9 +82,10 @@ class ServerPolicy:
     def __init__(
         self,
         base_url: str,
-        model: str,
-        tokenizer: PreTrainedTokenizerBase | str | Path,
+        model: str | None = None,
+        tokenizer: PreTrainedTokenizerBase | str | Path | None = None,
         *,
+        registry: AdapterRegistry | str | Path | None = None,
         api_key: str | None = None,
         batch_size: int = 16,
         max_concurrency: int = 8,
@@ -78,6 +97,34 @@ class ServerPolicy:
             raise ValueError(
                 f"batch_size ({batch_size}) and max_concurrency ({max_concurrency}) must be at "
                 "least 1"
+            )
+        self.registry: AdapterRegistry | None = None
+        """The registry whose active version this policy follows (None: a fixed model)."""
+        self._stamp: tuple[int, int, int] | None = None
+        self._route_lock = threading.Lock()
+        if registry is not None:
+            if model is not None:
+                raise ValueError(
+                    f"model={model!r} and registry were both given, but a policy that follows a "
+                    "registry always samples from its active version; pass one of them"
+                )
+            if not isinstance(registry, AdapterRegistry):
+                registry = AdapterRegistry.open(registry)
+            self.registry = registry
+            self._stamp = _stamp(self.registry.state_path)
+            active = self.registry.active
+            if active is None:
+                raise ValueError(
+                    f"the adapter registry {self.registry.root} has no active version to follow; "
+                    f"promote one: archer deploy promote VERSION --registry {self.registry.root}"
+                )
+            model = self.registry.served_name(active)
+            tokenizer = active.path if tokenizer is None else tokenizer
+        if model is None or tokenizer is None:
+            raise ValueError(
+                "a ServerPolicy needs the served model's name and its tokenizer (a directory or "
+                "hub id), e.g. ServerPolicy(url, 'tiny', 'runs/model'), or registry=DIR to follow "
+                "an adapter registry's active version"
             )
         if not isinstance(tokenizer, PreTrainedTokenizerBase):
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
@@ -110,6 +157,25 @@ class ServerPolicy:
         logger.info("routing rollouts from %s to %s", self.model, model)
         self.model = model
         self.version = model
+
+    def current_model(self, *, refresh: bool = False) -> str:
+        """The name the next call sends: a followed registry's active version, re-read if changed.
+
+        The registry is read again only when ``registry.json`` changed since the
+        last read (or with ``refresh``); otherwise this costs one ``stat``.
+        """
+        if self.registry is None:
+            return self.model
+        stamp = _stamp(self.registry.state_path)
+        with self._route_lock:
+            if refresh or stamp != self._stamp:
+                self._stamp = stamp
+                history = self.registry.history
+                if history:
+                    name = self.registry.served_name(history[-1])
+                    if name != self.model:
+                        self.route(name)
+            return self.model
 
     @property
     def context_length(self) -> int:
@@ -155,19 +221,42 @@ class ServerPolicy:
                 f"context of {self.context_length} tokens; lower max_new_tokens"
             )
         prompts = [self.prompt_ids(obs, budget) for obs in observations]
+        model = self.current_model()
+        try:
+            return self._sample(prompts, sampling, model)
+        except ServerError as exc:
+            if exc.status != 404 or self.registry is None:
+                raise
+            # A promotion may have unloaded ``model`` between the registry check and the call.
+            fresh = self.current_model(refresh=True)
+            if fresh == model:
+                raise ServerError(
+                    f"{exc}; {model} is the active version of {self.registry.root} but the server "
+                    "does not have it loaded: load it again with `archer deploy promote "
+                    f"{self.registry.version_of(model)} --registry {self.registry.root}`",
+                    exc.status,
+                ) from exc
+            logger.info("%s was unloaded from the server; retrying with %s", model, fresh)
+            return self._sample(prompts, sampling, fresh)
+
+    def _sample(
+        self, prompts: list[list[int]], sampling: SamplingParams, model: str
+    ) -> list[Generation]:
         chunks = [
             prompts[start : start + self.batch_size]
             for start in range(0, len(prompts), self.batch_size)
         ]
         if len(chunks) == 1:
-            return self._complete(chunks[0], sampling)
+            return self._complete(chunks[0], sampling, model)
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(chunks))) as pool:
-            results = list(pool.map(lambda chunk: self._complete(chunk, sampling), chunks))
+            results = list(pool.map(lambda chunk: self._complete(chunk, sampling, model), chunks))
         return [generation for result in results for generation in result]
 
-    def _complete(self, prompts: list[list[int]], sampling: SamplingParams) -> list[Generation]:
+    def _complete(
+        self, prompts: list[list[int]], sampling: SamplingParams, model: str
+    ) -> list[Generation]:
         body: dict[str, Any] = {
-            "model": self.model,
+            "model": model,
             "prompt": prompts,
             "max_tokens": sampling.max_new_tokens,
             "temperature": sampling.temperature,
@@ -185,9 +274,9 @@ class ServerPolicy:
                 f"sent {len(prompts)} prompts to {self.base_url} but got {len(choices)} choices"
             )
         pairs = zip(prompts, choices, strict=True)
-        return [self._generation(prompt, choice) for prompt, choice in pairs]
+        return [self._generation(prompt, choice, model) for prompt, choice in pairs]
 
-    def _generation(self, prompt: list[int], choice: dict[str, Any]) -> Generation:
+    def _generation(self, prompt: list[int], choice: dict[str, Any], model: str) -> Generation:
         logprobs = choice.get("logprobs") or {}
         token_logprobs = logprobs.get("token_logprobs")
         ids = choice.get("token_ids")
@@ -209,6 +298,7 @@ class ServerPolicy:
             logprobs=[float(lp) for lp in token_logprobs],
             prompt_token_ids=list(choice.get("prompt_token_ids") or prompt),
             finished=finished,
+            policy_version=model,
         )
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -229,7 +319,8 @@ class ServerPolicy:
                 if response.status_code not in _RETRY_STATUS or last:
                     raise ServerError(
                         f"{method} {path} on {self.base_url} failed with "
-                        f"{response.status_code}: {_message(response)}"
+                        f"{response.status_code}: {_message(response)}",
+                        response.status_code,
                     )
             time.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")
@@ -252,6 +343,15 @@ class ServerPolicy:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is replaced or rewritten: inode, mtime, size (None: missing)."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def _token_id(token: str) -> int:

@@ -171,3 +171,63 @@ def test_deploy_command_lists_promotes_and_rolls_back(tmp_path, tiny_model_dir, 
         assert down.exit_code == 2 and "cannot reach the server" in down.output
     finally:
         server.stop()
+
+
+def test_a_policy_following_the_registry_samples_from_each_promoted_version(
+    tmp_path, tiny_model_dir
+) -> None:
+    from serving_helpers import random_lora_policy
+
+    from archer_agents.server_policy import ServerError
+
+    registry = AdapterRegistry(tmp_path / "reg", name="agent")
+    first, second = random_lora_policy(tiny_model_dir, 1), random_lora_policy(tiny_model_dir, 2)
+    registry.save(first)
+    registry.save(second)
+    sampling = SamplingParams(max_new_tokens=12)
+    server = start_local_server(tiny_model_dir)
+    try:
+        with pytest.raises(ValueError, match="no active version"):
+            ServerPolicy(server.url, registry=tmp_path / "reg")
+        Deployment(registry, server.url, keep=0).promote("v1")
+        follower = ServerPolicy(server.url, registry=tmp_path / "reg")  # tokenizer: v0001's
+        assert follower.model == follower.version == "agent-v0001"
+        before = follower.generate(list(OBSERVATIONS), sampling)
+        assert {g.policy_version for g in before} == {"agent-v0001"}
+        assert _gap(before, _scores(first, before)) < 1e-5
+
+        # Promoted elsewhere (its own registry object and client): the next call follows.
+        elsewhere = Deployment(AdapterRegistry.open(tmp_path / "reg"), server.url, keep=0)
+        assert elsewhere.promote("v2").unloaded == ["agent-v0001"]
+        after = follower.generate(list(OBSERVATIONS), sampling)
+        assert {g.policy_version for g in after} == {"agent-v0002"}
+        assert _gap(after, _scores(second, after)) < 1e-5
+
+        # A rollback that lands between the registry check and the request: the request
+        # names the just-unloaded version, gets a 404, re-reads the registry and is retried.
+        sent: list[str] = []
+
+        def roll_back_first(request) -> None:  # type: ignore[no-untyped-def]
+            if request.url.path.endswith("/completions"):
+                sent.append(json.loads(request.content)["model"])
+                if len(sent) == 1:
+                    elsewhere.rollback()
+
+        follower.client.event_hooks["request"] = [roll_back_first]
+        again = follower.generate(list(OBSERVATIONS), sampling)
+        assert sent == ["agent-v0002", "agent-v0001"]
+        assert {g.policy_version for g in again} == {"agent-v0001"}
+        assert _gap(again, _scores(first, again)) < 1e-5
+        follower.client.event_hooks["request"] = []
+
+        elsewhere.unload("agent-v0001")
+        with pytest.raises(ServerError, match="deploy promote v0001"):
+            follower.generate(list(OBSERVATIONS), sampling)
+        with pytest.raises(ValueError, match="both given"):
+            ServerPolicy(server.url, "tiny", registry=tmp_path / "reg")
+        with pytest.raises(ValueError, match="registry=DIR"):
+            ServerPolicy(server.url, "tiny")
+        follower.close()
+        elsewhere.close()
+    finally:
+        server.stop()

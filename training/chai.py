@@ -35,7 +35,7 @@ from pydantic import Field
 from archer_agents.critic import DoubleCritic, make_target, polyak_update
 from archer_agents.environments.base import TextEnv
 from archer_agents.local_policy import LocalPolicy
-from archer_agents.policy import Generation, SamplingParams
+from archer_agents.policy import Generation, Policy, SamplingParams
 from archer_agents.schema import Episode
 from archer_agents.training.critic_config import CriticSettings, build_critic, critic_optimizer
 from archer_agents.training.losses import critic_loss
@@ -112,7 +112,7 @@ class ChaiActor:
 
     def __init__(
         self,
-        policy: LocalPolicy,
+        policy: Policy,
         critic: DoubleCritic,
         num_candidates: int,
         sampling: SamplingParams | None = None,

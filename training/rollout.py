@@ -135,7 +135,9 @@ def collect(
 
     Episode ``k`` is reset with ``seed + k``; with ``task_ids`` it plays
     ``task_ids[k % len(task_ids)]`` (so an evaluation can sweep a whole split),
-    otherwise a task drawn from the split by that seed.
+    otherwise a task drawn from the split by that seed. ``policy_version`` is
+    recorded on transitions whose generation does not name its own weights (a
+    `ServerPolicy` names the served adapter that sampled each one).
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be at least 1, got {num_episodes}")
@@ -189,7 +191,7 @@ def collect(
                     prompt_token_ids=generation.prompt_token_ids or None,
                     action_token_ids=generation.token_ids or None,
                     action_logprobs=generation.logprobs or None,
-                    policy_version=policy_version,
+                    policy_version=generation.policy_version or policy_version,
                 )
             )
             slot.observation = next_observation
