@@ -74,6 +74,7 @@ from archer_agents.policy import Generation, SamplingParams
 from archer_agents.schema import Episode, Transition
 from archer_agents.training.cached_rollout import CachedPolicyActor
 from archer_agents.training.critic_config import CriticSettings, build_critic, critic_optimizer
+from archer_agents.training.distributed import process_group, shard
 from archer_agents.training.losses import actor_loss, advantage, critic_loss, token_baseline_loss
 from archer_agents.training.replay_buffer import ReplayBuffer
 from archer_agents.training.rollout import Actor
@@ -364,12 +365,16 @@ class Archer:
         """Whole episodes drawn uniformly (with replacement) until ``critic_batch_size`` turns.
 
         Every stored transition is equally likely to be in a batch, as with
-        uniform sampling; the turns of an episode come together.
+        uniform sampling; the turns of an episode come together. In a run of
+        several processes each keeps its share of the episodes (`shard`).
         """
-        batch: list[Transition] = []
-        while len(batch) < self.config.critic_batch_size:
-            batch.extend(self._episodes[int(self._rng.integers(len(self._episodes)))])
-        return batch
+        _, processes = process_group()
+        drawn: list[list[Transition]] = []
+        turns = 0
+        while turns < self.config.critic_batch_size or len(drawn) < processes:
+            drawn.append(self._episodes[int(self._rng.integers(len(self._episodes)))])
+            turns += len(drawn[-1])
+        return [t for episode in shard(drawn) for t in episode]
 
     # -- actor ---------------------------------------------------------------------
     def actor_step(self, observations: Sequence[str] | None = None) -> dict[str, float]:
@@ -465,16 +470,23 @@ class Archer:
         The rollout's samples are reused while no actor step has happened since
         they were drawn (they are then exact samples of the current policy);
         otherwise the policy samples afresh at the same states. The flag says
-        whether the rollout's own samples were used.
+        whether the rollout's own samples were used. In a run of several
+        processes each keeps its share of the episodes drawn (`shard`).
         """
-        turns: list[Transition] = []
-        logged: list[Generation] = []
-        while len(turns) < self.config.actor_batch_size:
+        _, processes = process_group()
+        drawn: list[list[Transition]] = []
+        count = 0
+        while count < self.config.actor_batch_size or len(drawn) < processes:
             if not self._latest_order:
                 self._latest_order = list(self._rng.permutation(len(self._latest)))
-                if turns:
+                if drawn:
                     break  # a whole pass over the rollout is one batch at most
-            for t in self._latest[int(self._latest_order.pop())]:
+            drawn.append(self._latest[int(self._latest_order.pop())])
+            count += len(drawn[-1])
+        turns: list[Transition] = []
+        logged: list[Generation] = []
+        for episode in shard(drawn):  # this process's share of the episodes
+            for t in episode:
                 turns.append(t)
                 ids = t.action_token_ids or []
                 logged.append(Generation(text=t.action, token_ids=list(ids), logprobs=[]))

@@ -15,6 +15,12 @@ utterances the critic has rarely seen (ALGORITHM.md, stability notes). The
 count covers transitions currently stored, so it falls when they are evicted;
 this keeps its memory bounded by the capacity and makes it describe what the
 critic is trained on now.
+
+In a run of several processes (`training.distributed`) every process holds
+the same buffer with the same generator state, so all draw the same batch and
+each keeps its own share of it: together they train on one batch of the
+requested size, and the generator stays equal everywhere (one checkpoint
+resumes them all).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import numpy as np
 import torch
 
 from archer_agents.schema import Episode, Transition
+from archer_agents.training.distributed import shard
 
 logger = logging.getLogger(__name__)
 
@@ -83,13 +90,17 @@ class ReplayBuffer:
         self.extend(episode.transitions)
 
     def sample(self, batch_size: int) -> list[Transition]:
-        """``batch_size`` transitions drawn uniformly, with replacement."""
+        """``batch_size`` transitions drawn uniformly, with replacement.
+
+        In a run of several processes: this process's share of that batch
+        (every world_size-th draw), so the processes split one batch between them.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not self._storage:
             raise ValueError("cannot sample from an empty replay buffer; add episodes first")
         indices = self._rng.integers(0, len(self._storage), size=batch_size)
-        return [self._storage[int(index)] for index in indices]
+        return [self._storage[index] for index in shard(indices.tolist())]
 
     def visit_count(self, action: str) -> int:
         """How many stored transitions have exactly this action text."""

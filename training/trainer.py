@@ -29,6 +29,28 @@ and metrics written after that checkpoint belong to an iteration that never
 finished: they are moved to ``episodes.abandoned.jsonl`` /
 ``metrics.abandoned.jsonl`` (never deleted) and the logs cut back to the
 checkpoint, so the log holds exactly what the algorithm has seen.
+
+Several processes
+-----------------
+Under ``accelerate launch`` or ``torchrun`` the trainer finds its process group
+itself (`training.distributed`), and the processes train as one::
+
+    accelerate launch --multi_gpu --num_processes 2 -m archer_agents.cli train ...
+    torchrun --nproc-per-node 2 -m archer_agents.cli train ...
+
+(``--multi_gpu`` selects accelerate's multi-process launcher; on a machine
+without GPUs its processes run on the CPU and talk over gloo.) Parameters start
+as process 0's; each process plays its share of ``episodes_per_iteration``
+and of ``eval_episodes`` (episode k keeps seed + k whichever process plays it)
+and every process then receives all of them, so the replay buffers stay
+equal; batches are split between the processes and gradients averaged before
+every step, so the parameters stay equal. Settings keep their one-process
+meaning (the work per iteration is the same, shared), except ``num_envs``,
+which is per process. Update metrics are averaged over the processes. Only
+process 0 writes the run directory; ``on_iteration`` gets process 0's record
+in every process. On resume every process loads the same checkpoint, which
+also holds each process's random state. In one process none of this costs
+anything.
 """
 
 from __future__ import annotations
@@ -36,28 +58,34 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
 
 from archer_agents.episode_log import EpisodeWriter
 from archer_agents.schema import Episode
 from archer_agents.training.algorithm import Algorithm
 from archer_agents.training.checkpoint import (
+    Checkpoint,
     capture_rng_state,
     load_checkpoint,
     load_latest,
     restore_rng_state,
     save_checkpoint,
 )
+from archer_agents.training.distributed import Distributed
 from archer_agents.training.evaluation import summarize
-from archer_agents.training.rollout import EnvFactory, collect, make_env_factory
+from archer_agents.training.rollout import CollectResult, EnvFactory, collect, make_env_factory
 from archer_agents.training.run_log import MetricsLog, plot_learning_curve, read_metrics
 
 logger = logging.getLogger(__name__)
@@ -143,7 +171,11 @@ class Trainer:
         run_info: extra facts recorded in ``run.json`` (model path, LoRA, configs);
             `load_run_policy` reads ``model`` and ``lora`` from it.
         references: horizontal lines on the learning curve, by label.
-        on_iteration: called after each iteration with its number and metrics.
+        on_iteration: called after each iteration with its number and metrics (in
+            every process, with process 0's record, when several train together;
+            ``trainer.distributed.is_main`` tells the one that should act alone).
+        distributed: the processes training together; defaults to the launcher's
+            (`Distributed.from_environment`), or one process.
     """
 
     def __init__(
@@ -157,6 +189,7 @@ class Trainer:
         run_info: dict[str, Any] | None = None,
         references: dict[str, float] | None = None,
         on_iteration: Callable[[int, dict[str, float]], None] | None = None,
+        distributed: Distributed | None = None,
     ) -> None:
         self.algorithm = algorithm
         self.env_id = env_id
@@ -168,6 +201,11 @@ class Trainer:
         self.on_iteration = on_iteration
         self.counters = Counters()
         self._eval_task_ids: list[str] | None = None
+        modules = _modules(algorithm)
+        on_cpu = all(p.device.type == "cpu" for m in modules for p in m.parameters())
+        self.distributed = distributed or Distributed.from_environment(cpu=on_cpu)
+        if self.distributed.enabled and not on_cpu:
+            _check_devices(modules, self.distributed)
 
     # -- paths -------------------------------------------------------------------
     @property
@@ -200,12 +238,14 @@ class Trainer:
         """
         config = self.config
         resumed_from = self._start(resume)
-        metrics_log = MetricsLog(
-            self.metrics_path,
-            self.run_dir / TENSORBOARD_DIR if config.tensorboard else None,
-            purge_step=self.counters.iteration + 1 if resumed_from is not None else None,
-        )
-        writer = EpisodeWriter(self.episodes_path)
+        metrics_log, writer = None, None
+        if self.distributed.is_main:  # the only process that writes files
+            metrics_log = MetricsLog(
+                self.metrics_path,
+                self.run_dir / TENSORBOARD_DIR if config.tensorboard else None,
+                purge_step=self.counters.iteration + 1 if resumed_from is not None else None,
+            )
+            writer = EpisodeWriter(self.episodes_path)
         last: dict[str, float] = {}
         checkpointed = resumed_from
         try:
@@ -218,6 +258,11 @@ class Trainer:
                     self.counters.last_eval_iteration = iteration
                 self.counters.iteration = iteration
                 self.counters.train_seconds += time.perf_counter() - started
+                # Process 0's clock and figures everywhere: the time budget ends every process's
+                # loop after the same iteration, and every process reports the same record.
+                self.counters.train_seconds, last = self.distributed.broadcast(
+                    (self.counters.train_seconds, last)
+                )
                 self._log(metrics_log, last)
                 if config.checkpoint_every and iteration % config.checkpoint_every == 0:
                     self.save(writer, metrics_log)
@@ -232,8 +277,11 @@ class Trainer:
             if done and checkpointed != done:
                 self.save(writer, metrics_log)
         finally:
-            writer.close()
-            metrics_log.close()
+            if writer is not None:
+                writer.close()
+            if metrics_log is not None:
+                metrics_log.close()
+        self.distributed.barrier()  # every process returns once the last checkpoint exists
         return TrainResult(self.counters, last, resumed_from)
 
     def _more_iterations(self) -> bool:
@@ -249,22 +297,18 @@ class Trainer:
             return False
         return True
 
-    def _iteration(self, iteration: int, writer: EpisodeWriter) -> dict[str, float]:
+    def _iteration(self, iteration: int, writer: EpisodeWriter | None) -> dict[str, float]:
         """Collect, observe, update: one iteration's metrics."""
         config = self.config
         metrics: dict[str, float] = {}
         if self.online:
             start = time.perf_counter()
-            result = collect(
-                self.env_factory,
-                self.algorithm.actor(),
+            result = self._play(
                 config.episodes_per_iteration,
-                num_envs=config.num_envs,
                 split="train",
                 seed=config.seed + self.counters.episodes,
                 writer=writer,
                 policy_version=str(iteration),
-                env_id=self.env_id,
             )
             metrics["time/rollout_s"] = time.perf_counter() - start
             metrics.update(rollout_metrics(result.episodes))
@@ -273,9 +317,71 @@ class Trainer:
             self.counters.transitions += sum(e.num_turns for e in result.episodes)
             self.algorithm.observe(result.episodes)
         start = time.perf_counter()
-        metrics.update(self.algorithm.update(iteration))
+        metrics.update(self.distributed.mean_metrics(self.algorithm.update(iteration)))
         metrics["time/update_s"] = time.perf_counter() - start
         return metrics
+
+    def _play(
+        self,
+        total: int,
+        *,
+        split: str,
+        seed: int,
+        writer: EpisodeWriter | None = None,
+        task_ids: Sequence[str] | None = None,
+        policy_version: str | None = None,
+    ) -> CollectResult:
+        """Play ``total`` episodes with the algorithm's actor (see `collect`), shared out.
+
+        In several processes each plays a contiguous share; episode k keeps
+        seed + k (and task ``task_ids[k % len]``) whichever process plays it.
+        Every process gets all the episodes, in process order; process 0 writes
+        them to ``writer``. One process plays them all, writing each as it ends.
+        """
+        distributed = self.distributed
+        actor = self.algorithm.actor()
+        num_envs = self.config.num_envs
+        if not distributed.enabled:
+            return collect(
+                self.env_factory,
+                actor,
+                total,
+                num_envs=num_envs,
+                split=split,
+                task_ids=task_ids,
+                seed=seed,
+                writer=writer,
+                policy_version=policy_version,
+                env_id=self.env_id,
+            )
+        start = time.perf_counter()
+        offset, count = distributed.split(total)
+        mine: tuple[list[Episode], int] = ([], 0)
+        if count:
+            if task_ids:  # rotated so that this share's first episode plays task offset
+                cut = offset % len(task_ids)
+                task_ids = [*task_ids[cut:], *task_ids[:cut]]
+            result = collect(
+                self.env_factory,
+                actor,
+                count,
+                num_envs=num_envs,
+                split=split,
+                task_ids=task_ids,
+                seed=seed + offset,
+                policy_version=policy_version,
+                env_id=self.env_id,
+            )
+            mine = (result.episodes, result.generated_tokens)
+        shares = distributed.gather(mine)
+        episodes = [episode for share, _ in shares for episode in share]
+        if writer is not None:
+            writer.write_all(episodes)
+        return CollectResult(
+            episodes=episodes,
+            seconds=time.perf_counter() - start,
+            generated_tokens=sum(tokens for _, tokens in shares),
+        )
 
     # -- evaluation ----------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
@@ -286,15 +392,11 @@ class Trainer:
             self._eval_task_ids = list(probe.unwrapped.task_ids(config.eval_split))  # type: ignore[attr-defined]
             probe.close()
         start = time.perf_counter()
-        result = collect(
-            self.env_factory,
-            self.algorithm.actor(),
+        result = self._play(
             config.eval_episodes,
-            num_envs=config.num_envs,
             split=config.eval_split,
             task_ids=self._eval_task_ids,
             seed=config.seed + 1_000_000_000,
-            env_id=self.env_id,
         )
         summary = summarize(result.episodes, seed=config.seed)
         metrics = summary.metrics("eval")
@@ -303,7 +405,7 @@ class Trainer:
         return metrics
 
     # -- logging -------------------------------------------------------------------
-    def _log(self, metrics_log: MetricsLog, metrics: dict[str, float]) -> None:
+    def _log(self, metrics_log: MetricsLog | None, metrics: dict[str, float]) -> None:
         counters = self.counters
         record: dict[str, Any] = {
             "iteration": counters.iteration,
@@ -312,11 +414,12 @@ class Trainer:
             "time/train_s": counters.train_seconds,
             **metrics,
         }
-        metrics_log.write(counters.iteration, record)
+        if metrics_log is not None:  # process 0
+            metrics_log.write(counters.iteration, record)
+            if any(key.startswith("eval/") for key in metrics):
+                self.plot()
         if self.on_iteration is not None:
             self.on_iteration(counters.iteration, record)
-        if any(key.startswith("eval/") for key in metrics):
-            self.plot()
 
     def plot(self) -> Path | None:
         """Redraw the learning curve from the metrics file (None when there is nothing yet)."""
@@ -334,9 +437,19 @@ class Trainer:
         )
 
     # -- checkpoints ---------------------------------------------------------------
-    def save(self, writer: EpisodeWriter, metrics_log: MetricsLog) -> Path:
-        """Write a checkpoint of everything, then export the policy beside it."""
+    def save(self, writer: EpisodeWriter | None, metrics_log: MetricsLog | None) -> Path | None:
+        """Write a checkpoint of everything, then export the policy beside it.
+
+        In several processes every process must call it (each hands over its
+        random state); process 0 writes and returns the folder, the others None.
+        """
         start = time.perf_counter()
+        processes = None
+        if self.distributed.enabled:
+            processes = self.distributed.gather(self._random_state())
+        if not self.distributed.is_main:
+            return None
+        assert writer is not None and metrics_log is not None
         state = {
             "format": CHECKPOINT_FORMAT,
             "algorithm_name": getattr(self.algorithm, "name", type(self.algorithm).__name__),
@@ -348,6 +461,8 @@ class Trainer:
                 "metrics_bytes": metrics_log.sync(),
             },
         }
+        if processes is not None:
+            state["processes"] = processes
         folder = save_checkpoint(
             self.checkpoint_dir,
             state,
@@ -374,7 +489,37 @@ class Trainer:
         shutil.rmtree(old, ignore_errors=True)
 
     def _start(self, resume: bool) -> int | None:
-        """Prepare the run directory; restore the newest checkpoint when resuming."""
+        """Prepare the run directory; restore the newest checkpoint when resuming.
+
+        In several processes, process 0 alone looks at the run directory and
+        tells the others which checkpoint to load (or the error to raise); then
+        every process starts from process 0's parameters and draws its own
+        random numbers.
+        """
+        distributed = self.distributed
+        checkpoint: Checkpoint | None = None
+        if distributed.is_main:
+            try:
+                checkpoint = self._open_run_dir(resume)
+            except BaseException as error:
+                distributed.broadcast(error)
+                raise
+            distributed.broadcast(None if checkpoint is None else checkpoint.path)
+        else:
+            told = distributed.broadcast(None)
+            if isinstance(told, BaseException):
+                raise told
+            checkpoint = None if told is None else load_checkpoint(told)
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        if distributed.enabled:
+            for module in _modules(self.algorithm):
+                distributed.broadcast_module(module)
+            self._separate_randomness(None if checkpoint is None else checkpoint.state)
+        return None if checkpoint is None else checkpoint.step
+
+    def _open_run_dir(self, resume: bool) -> Checkpoint | None:
+        """Create or check the run directory; the checkpoint to resume from, if any."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = load_latest(self.checkpoint_dir) if self.checkpoint_dir.exists() else None
         if checkpoint is not None and not resume:
@@ -406,12 +551,18 @@ class Trainer:
                 f"checkpoint {checkpoint.path} was written by {state.get('algorithm_name')!r}, "
                 f"not {name!r}; resume it with the algorithm that wrote it"
             )
+        return checkpoint
+
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        """Load the algorithm, counters and RNGs; process 0 cuts the logs back to the checkpoint."""
+        state = checkpoint.state
         self.algorithm.load_state_dict(state["algorithm"])
         self.counters = Counters(**state["counters"])
         restore_rng_state(state["rng"])
-        files = state["files"]
-        _cut_back(self.episodes_path, int(files["episodes_bytes"]))
-        _cut_back(self.metrics_path, int(files["metrics_bytes"]))
+        if self.distributed.is_main:
+            files = state["files"]
+            _cut_back(self.episodes_path, int(files["episodes_bytes"]))
+            _cut_back(self.metrics_path, int(files["metrics_bytes"]))
         logger.info(
             "resumed %s from %s (iteration %d, %d episodes)",
             self.run_dir,
@@ -419,7 +570,55 @@ class Trainer:
             self.counters.iteration,
             self.counters.episodes,
         )
-        return checkpoint.step
+
+    # -- randomness of several processes --------------------------------------------
+    def _policy_generator(self) -> torch.Generator | None:
+        generator = getattr(getattr(self.algorithm, "policy", None), "generator", None)
+        return generator if isinstance(generator, torch.Generator) else None
+
+    def _random_state(self) -> dict[str, Any]:
+        """This process's global RNGs and its policy's sampling generator."""
+        generator = self._policy_generator()
+        return {
+            "rng": capture_rng_state(),
+            "policy_generator": None if generator is None else generator.get_state(),
+        }
+
+    def _separate_randomness(self, checkpoint_state: dict[str, Any] | None) -> None:
+        """Give every process its own random draws, or restore each one's from the checkpoint.
+
+        With equal generators the processes would sample the same utterance for
+        the same observation (every episode's first turn), and their rollouts
+        would repeat each other. Process 0 keeps the one-process draws; the
+        others are seeded from (seed, rank, iteration). A checkpoint written by
+        as many processes restores each one's own state, so a resumed run draws
+        what an uninterrupted one would.
+        """
+        distributed = self.distributed
+        generator = self._policy_generator()
+        saved = None if checkpoint_state is None else checkpoint_state.get("processes")
+        if saved is not None and len(saved) == distributed.world_size:
+            own = saved[distributed.rank]
+            restore_rng_state(own["rng"])
+            if generator is not None and own["policy_generator"] is not None:
+                generator.set_state(own["policy_generator"])
+            return
+        if saved is not None and distributed.is_main:
+            logger.warning(
+                "the checkpoint was written by %d processes and this run has %d: processes other "
+                "than 0 start new random streams",
+                len(saved),
+                distributed.world_size,
+            )
+        if distributed.is_main:
+            return
+        entropy = [self.config.seed, distributed.rank, self.counters.iteration]
+        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        if generator is not None:
+            generator.manual_seed(seed)
 
     def _write_run_file(self) -> None:
         info = {
@@ -456,6 +655,32 @@ def rollout_metrics(episodes: list[Episode]) -> dict[str, float]:
         "rollout/valid_rate": 1.0 - invalid,
         "rollout/episodes": float(len(episodes)),
     }
+
+
+def _modules(algorithm: object) -> list[nn.Module]:
+    """The torch modules an algorithm holds as attributes, and the models of its policies."""
+    found: dict[int, nn.Module] = {}
+    for value in getattr(algorithm, "__dict__", {}).values():
+        module = value if isinstance(value, nn.Module) else getattr(value, "model", None)
+        if isinstance(module, nn.Module):
+            found.setdefault(id(module), module)
+    return list(found.values())
+
+
+def _check_devices(modules: Sequence[nn.Module], distributed: Distributed) -> None:
+    """Each process trains on its own GPU; models left on another one would collide there."""
+    elsewhere = {
+        p.device
+        for m in modules
+        for p in m.parameters()
+        if p.device.type == distributed.device.type and p.device != distributed.device
+    }
+    if elsewhere:
+        raise ValueError(
+            f"process {distributed.rank} should hold its models on {distributed.device} but some "
+            f"are on {sorted(map(str, elsewhere))}; load the policy and critic on "
+            "Distributed.from_environment().device before building the Trainer"
+        )
 
 
 def _synced_size(writer: EpisodeWriter) -> int:

@@ -3,6 +3,9 @@
 - Each optimiser clips the gradient norm of its own parameters only
   (ALGORITHM.md, defect 5: the public code clipped actor and critic together,
   with stale gradients from the other's last step).
+- In a run of several processes, every step first averages the gradients over
+  them (`distributed.average_gradients`), so every algorithm that steps here
+  trains data-parallel and its parameters stay equal on every process.
 - An algorithm's `state_dict` must load with ``torch.load(weights_only=True)``
   (the checkpoint's default), so policy weights travel as plain tensors: the
   parameters an optimiser trains (all of them under full fine-tuning, only the
@@ -20,17 +23,21 @@ from torch import nn
 
 from archer_agents.local_policy import LocalPolicy
 from archer_agents.schema import Transition
+from archer_agents.training.distributed import average_gradients
 
 
 def clip_and_step(
     optimizer: torch.optim.Optimizer, parameters: Iterable[torch.Tensor], max_grad_norm: float
 ) -> float:
-    """Clip ``parameters``' gradient norm, step ``optimizer``, clear its gradients.
+    """Average gradients over the processes, clip their norm, step ``optimizer``, clear them.
 
     The caller has called ``backward`` (once, or once per accumulated chunk).
-    Returns the gradient norm before clipping.
+    Returns the norm of the (averaged) gradient before clipping. In one
+    process there is nothing to average.
     """
-    grad_norm = torch.nn.utils.clip_grad_norm_(list(parameters), max_grad_norm)
+    stepped = list(parameters)
+    average_gradients(stepped)
+    grad_norm = torch.nn.utils.clip_grad_norm_(stepped, max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return float(grad_norm)
