@@ -109,7 +109,7 @@ TRAINER_FILES = (
 @app.command("quickstart")
 def quickstart_command(
     out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/quickstart"),
-    env_id: Annotated[str, typer.Option(help="Environment.")] = "archer/TwentyQuestions-v0",
+    env_id: Annotated[str, typer.Option(help="Environment.")] = "archer/TwentyQuestionsMini-v0",
     teacher: Annotated[
         str, typer.Option(help="Scripted agent to clone: expert or weak.")
     ] = "expert",
@@ -150,7 +150,7 @@ def quickstart_command(
 def quickstart(
     out: Path,
     *,
-    env_id: str = "archer/TwentyQuestions-v0",
+    env_id: str = "archer/TwentyQuestionsMini-v0",
     teacher: str = "expert",
     data_episodes: int = 1500,
     bc_steps: int = 700,

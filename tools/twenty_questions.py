@@ -19,8 +19,12 @@ The mini game (``data/twenty_questions_mini.json``, `TwentyQuestionsOracle.mini`
 is a subset of the same knowledge base for quick CPU runs: 12 properties,
 chosen greedily so that each one added splits the most objects into new
 groups of identical answers, and one object from each of the 52 groups they
-form (so every object has its own answers; a test object where the group has
-one, until a quarter are test objects). Objects keep their split and facts.
+form (so every object has its own answers). Objects keep their facts. Its
+splits are shared: every object is a task of both the train and the test split,
+as in the paper's Twenty Questions, whose agents are evaluated on the objects
+they trained on. The full game holds 50 objects out instead, which also asks a
+policy to name objects it has only seen guessed wrongly; RL on the training
+objects alone teaches it to name those.
 """
 
 from __future__ import annotations
@@ -87,6 +91,8 @@ class KnowledgeBase(BaseModel):
     description: str
     properties: list[PropertySpec]
     objects: list[ObjectSpec]
+    shared_splits: bool = False
+    """Every object is in both splits, ignoring its own (the mini game; see the module doc)."""
 
     @model_validator(mode="after")
     def _check(self) -> KnowledgeBase:
@@ -111,7 +117,12 @@ class KnowledgeBase(BaseModel):
         return self
 
     def subset(
-        self, objects: Sequence[str], properties: Sequence[str], description: str
+        self,
+        objects: Sequence[str],
+        properties: Sequence[str],
+        description: str,
+        *,
+        shared_splits: bool = False,
     ) -> KnowledgeBase:
         """The knowledge base restricted to ``objects`` and ``properties`` (in this order)."""
         by_name = {obj.name: obj for obj in self.objects}
@@ -122,6 +133,7 @@ class KnowledgeBase(BaseModel):
         kept = set(properties)
         return KnowledgeBase(
             description=description,
+            shared_splits=shared_splits,
             properties=[by_property[name] for name in properties],
             objects=[
                 by_name[name].model_copy(
@@ -143,6 +155,8 @@ class KnowledgeBaseSubset(BaseModel):
     description: str
     properties: list[str]
     objects: list[str]
+    shared_splits: bool = False
+    """Put every object in both splits (see `KnowledgeBase.shared_splits`)."""
 
 
 def load_mini_knowledge_base(path: str | Path | None = None) -> KnowledgeBase:
@@ -150,7 +164,9 @@ def load_mini_knowledge_base(path: str | Path | None = None) -> KnowledgeBase:
     source = Path(path) if path is not None else MINI_PATH
     with source.open(encoding="utf-8") as handle:
         subset = KnowledgeBaseSubset.model_validate(json.load(handle))
-    return load_knowledge_base().subset(subset.objects, subset.properties, subset.description)
+    return load_knowledge_base().subset(
+        subset.objects, subset.properties, subset.description, shared_splits=subset.shared_splits
+    )
 
 
 def load_knowledge_base(path: str | Path | None = None) -> KnowledgeBase:
@@ -179,7 +195,11 @@ class TwentyQuestionsOracle:
         self.knowledge_base = knowledge_base
         self._facts = {obj.name: frozenset(obj.yes) for obj in knowledge_base.objects}
         self._splits = {
-            split: tuple(obj.name for obj in knowledge_base.objects if obj.split == split)
+            split: tuple(
+                obj.name
+                for obj in knowledge_base.objects
+                if obj.split == split or knowledge_base.shared_splits
+            )
             for split in ("train", "test")
         }
         self._questions: dict[str, str] = {}
@@ -226,7 +246,7 @@ class TwentyQuestionsOracle:
     # -- the game's data ----------------------------------------------------
     def secrets(self, split: str | None = None) -> Sequence[str]:
         if split is None:
-            return self._splits["train"] + self._splits["test"]
+            return tuple(obj.name for obj in self.knowledge_base.objects)
         if split not in self._splits:
             raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
         return self._splits[split]
