@@ -1,19 +1,33 @@
-"""The README's Python example runs as written."""
+"""The README's Python examples run as written, and do what they say."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from archer_agents.adapters import AdapterRegistry
+from archer_agents.episode_log import read_episodes
+from archer_agents.recorder import latest_revisions
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_python_example_runs(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_readme_python_examples_run(tmp_path: Path, monkeypatch, capsys) -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
-    assert blocks, "the README has no Python example"
+    assert len(blocks) >= 2, "the README lost its Python examples"
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block, str(README), "exec"), {"__name__": "__readme__"})
     out = capsys.readouterr().out
     assert "Questions:" in out
     assert (tmp_path / "runs" / "expert.jsonl").exists()
+
+    # Deploy, record, retrain: the agent's games trained v0002, which then served it.
+    assert "active version: v0002" in out
+    registry = AdapterRegistry(tmp_path / "runs" / "adapters")
+    assert registry.history == ["v0001", "v0002"]
+    lines, _ = read_episodes(tmp_path / "runs" / "production.jsonl")
+    episodes = latest_revisions(lines)
+    versions = [{t.policy_version for t in e.transitions} for e in episodes]
+    assert versions == [{"archer-v0001"}] * 3 + [{"archer-v0002"}]
+    assert [e.total_reward for e in episodes] == [-1.0, -1.0, -1.0, None]
