@@ -458,3 +458,9 @@ def test_load_agent_names_what_is_wrong(tmp_path: Path) -> None:
         load_agent(ScriptedPolicy([]), model="v3")
     with pytest.raises(ValueError, match="needs the served model"):
         load_agent("http://127.0.0.1:8000/v1", tokenizer=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no adapter registry"):
+        load_agent("http://127.0.0.1:8000/v1", registry=tmp_path / "missing")
+    with pytest.raises(ValueError, match="both given"):
+        load_agent("http://127.0.0.1:8000", model="archer-v0001", registry=tmp_path)
+    with pytest.raises(ValueError, match="only apply to a server"):
+        load_agent(tmp_path / "ckpt", registry=tmp_path)
