@@ -178,6 +178,8 @@ TRAIN = textwrap.dedent(
     torch.set_num_threads(1)
     from archer_agents.local_policy import LocalPolicy
     from archer_agents.training.archer import Archer, ArcherConfig
+    from archer_agents.training.filtered_bc import FilteredBC, FilteredBCConfig
+    from archer_agents.training.reinforce import Reinforce, ReinforceConfig
     from archer_agents.training.trainer import Trainer, TrainerConfig
     from archer_agents.training.updates import trainable_state
 
@@ -212,6 +214,20 @@ TRAIN = textwrap.dedent(
     after_two = weights(archer)
     # Resumed in new trainers; the actor now takes its states from the newest rollout.
     archer, result = train(3, resume=True, actor_states="latest")
+
+    # The baselines shard their batches too (each process scores its share of the episodes).
+    baselines = {}
+    for name, algorithm in (
+        ("reinforce", Reinforce(ReinforceConfig(learning_rate=1e-2, max_new_tokens=4),
+                                LocalPolicy.from_pretrained(model_dir, seed=0))),
+        ("filtered_bc", FilteredBC(FilteredBCConfig(percentile=0.0, steps_per_update=2,
+                                                    batch_size=8, learning_rate=1e-2,
+                                                    max_new_tokens=4),
+                                   LocalPolicy.from_pretrained(model_dir, seed=0))),
+    ):
+        config = TrainerConfig(iterations=1, **{**trainer_settings, "eval_every": 0})
+        Trainer(algorithm, "archer/TwentyQuestions-v0", run_dir.with_name(name), config).train()
+        baselines[name] = trainable_state(algorithm.policy.model)
     torch.save(
         {
             "initial": initial,
@@ -222,6 +238,7 @@ TRAIN = textwrap.dedent(
             "resumed_from": result.resumed_from,
             "updates": [archer.critic_updates, archer.actor_updates],
             "records": json.dumps(records),
+            "baselines": baselines,
         },
         out / f"rank{rank}.pt",
     )
@@ -260,6 +277,13 @@ def test_archer_in_two_processes_keeps_every_copy_equal(
     assert zero["resumed_from"] == one["resumed_from"] == 2
     assert zero["updates"] == one["updates"] == [6, 2]
     assert zero["records"] == one["records"]  # on_iteration: process 0's record everywhere
+    # REINFORCE runs its sharded update, but the tiny policy loses every game (equal returns,
+    # zero advantages), so only filtered BC's weights are sure to move.
+    weights = zero["baselines"]["filtered_bc"]
+    assert any(not torch.equal(zero["initial"][k], v) for k, v in weights.items())
+    for name, weights in zero["baselines"].items():
+        for key, tensor in weights.items():
+            assert torch.equal(tensor, one["baselines"][name][key]), (name, key)
 
     # Process 0 wrote every episode once, both processes' shares, with the one-process seeds.
     episodes, report = read_episodes(run_dir / "episodes.jsonl")

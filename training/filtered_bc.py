@@ -18,7 +18,9 @@ Departures and choices:
   excluded is cloned again if the threshold falls below its return.
 - A step draws whole kept episodes (uniformly, with replacement) until it has
   ``batch_size`` utterances, so each utterance is equally likely and an
-  episode's turns are scored in one packed sequence (the history once).
+  episode's turns are scored in one packed sequence (the history once). In a
+  run of several processes each scores its share of the episodes drawn
+  (`distributed.shard`; at least one each).
 - Saving works (the public code crashed here, ALGORITHM.md defect 7): the
   state holds the pool, the return history, the weights, the optimiser and the
   batch generator, all as plain values and tensors.
@@ -39,6 +41,7 @@ from archer_agents.local_policy import LocalPolicy
 from archer_agents.policy import SamplingParams
 from archer_agents.schema import Episode
 from archer_agents.training.bc import nll_loss, transition_token_ids
+from archer_agents.training.distributed import process_group, shard
 from archer_agents.training.rollout import Actor, PolicyActor
 from archer_agents.training.updates import clip_and_step, load_policy_state, policy_state
 
@@ -157,10 +160,14 @@ class FilteredBC:
             for episode in kept
         ]
         losses, grad_norms = [], []
+        _, processes = process_group()
         for _ in range(self.config.steps_per_update):
-            batch: list[tuple[str, list[int]]] = []
-            while len(batch) < self.config.batch_size:
-                batch.extend(groups[int(self._rng.integers(len(groups)))])
+            drawn: list[list[tuple[str, list[int]]]] = []
+            turns = 0
+            while turns < self.config.batch_size or len(drawn) < processes:
+                drawn.append(groups[int(self._rng.integers(len(groups)))])
+                turns += len(drawn[-1])
+            batch = [pair for group in shard(drawn) for pair in group]
             loss = nll_loss(self.policy, [b[0] for b in batch], [b[1] for b in batch], packed=True)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -16,7 +16,10 @@ off-policy; episodes are scored in chunks whose gradients accumulate, so a
 large batch fits in memory; an episode's turns are scored in one packed
 sequence (`LocalPolicy.log_probs_packed`: the history once, not once per
 turn). Sampling is at temperature 1 with no top-k or
-top-p, so the gradient is that of the policy that sampled.
+top-p, so the gradient is that of the policy that sampled. In a run of several
+processes the baseline is the mean over all the episodes and each process
+scores its share of them (`distributed.shard`); the gradient averaged over
+the processes is the batch's (exactly so when the shares are equal in size).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from archer_agents.local_policy import LocalPolicy
 from archer_agents.policy import SamplingParams
 from archer_agents.schema import Episode
 from archer_agents.training.bc import transition_token_ids
+from archer_agents.training.distributed import shard
 from archer_agents.training.filtered_bc import episode_return
 from archer_agents.training.losses import actor_loss
 from archer_agents.training.rollout import Actor, PolicyActor
@@ -112,15 +116,17 @@ class Reinforce:
             return {}
         returns = torch.tensor([episode_return(e) for e in episodes], dtype=torch.float32)
         advantages = batch_mean_advantages(returns)
+        mine = shard(range(len(episodes)))  # all of them in one process
         self.optimizer.zero_grad(set_to_none=True)
         total_loss, logprob_sum = 0.0, 0.0
         chunk = self.config.chunk_episodes
-        for start in range(0, len(episodes), chunk):
-            part = episodes[start : start + chunk]
+        for start in range(0, len(mine), chunk):
+            rows = mine[start : start + chunk]
+            part = [episodes[row] for row in rows]
             logprobs = self.episode_logprobs(part)
-            part_adv = advantages[start : start + chunk].to(logprobs[0].device)
+            part_adv = advantages[rows].to(logprobs[0].device)
             loss, metrics = actor_loss(logprobs, part_adv)
-            share = len(part) / len(episodes)
+            share = len(part) / len(mine)
             (loss * share).backward()  # the chunks' shares sum to the batch mean
             total_loss += metrics["actor_loss"] * share
             logprob_sum += metrics["logprob_mean"] * len(part)
@@ -131,7 +137,7 @@ class Reinforce:
             "reinforce/grad_norm": grad_norm,
             "reinforce/return_mean": float(returns.mean()),
             "reinforce/return_std": float(returns.std(unbiased=False)),
-            "reinforce/episode_logprob_mean": logprob_sum / len(episodes),
+            "reinforce/episode_logprob_mean": logprob_sum / len(mine),
             "reinforce/episodes": float(len(episodes)),
         }
 

@@ -43,14 +43,15 @@ without GPUs its processes run on the CPU and talk over gloo.) Parameters start
 as process 0's; each process plays its share of ``episodes_per_iteration``
 and of ``eval_episodes`` (episode k keeps seed + k whichever process plays it)
 and every process then receives all of them, so the replay buffers stay
-equal; batches are split between the processes and gradients averaged before
-every step, so the parameters stay equal. Settings keep their one-process
-meaning (the work per iteration is the same, shared), except ``num_envs``,
-which is per process. Update metrics are averaged over the processes. Only
-process 0 writes the run directory; ``on_iteration`` gets process 0's record
-in every process. On resume every process loads the same checkpoint, which
-also holds each process's random state. In one process none of this costs
-anything.
+equal; batches are split between the processes (PPO's minibatches excepted:
+each process computes them whole) and gradients averaged before every step,
+so the parameters stay equal. Settings keep their one-process meaning (the
+work per iteration is the same, shared), except ``num_envs``, which is per
+process. Update metrics are averaged over the processes. Only process 0
+writes the run directory (an iteration's episodes once they have all
+arrived); ``on_iteration`` gets process 0's record in every process. On
+resume every process loads the same checkpoint, which also holds each
+process's random state. In one process none of this costs anything.
 """
 
 from __future__ import annotations
