@@ -30,6 +30,7 @@ deployed with ``load_agent(URL, tools, registry=DIR)`` follows along.
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -159,17 +160,39 @@ def train_command(
     keep: Annotated[
         int, typer.Option(help="With --server: earlier versions left loaded for rollback.")
     ] = 1,
+    offline: Annotated[
+        bool,
+        typer.Option("--offline", help="Offline ArCHer from --episodes (--algo offline_archer)."),
+    ] = False,
+    offline_then_online: Annotated[
+        bool,
+        typer.Option(
+            "--offline-then-online",
+            help="Offline ArCHer from --episodes, then online ArCHer (--algo offline_then_online).",
+        ),
+    ] = False,
+    episodes: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--episodes",
+            help="Episode log to train from offline (JSONL: archer rollout, a training run, "
+            "EpisodeRecorder, import-langsmith); repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Train a policy online (or offline) with an algorithm, the shared loop and checkpoints."""
 
     def run() -> None:
+        chosen, settings = offline_options(
+            algo, list(overrides or []), offline, offline_then_online, list(episodes or [])
+        )
         result = train(
-            algo=algo,
+            algo=chosen,
             env_id=env,
             model=model,
             out=out,
             config_file=config,
-            overrides=list(overrides or []),
+            overrides=settings,
             lora=lora,
             resume=resume,
             threads=threads,
@@ -194,6 +217,38 @@ def train_command(
                 )
 
     _run(run)
+
+
+OFFLINE_DATA_KEY = {
+    "offline_archer": "algorithm.data",
+    "offline_then_online": "algorithm.offline.data",
+}
+"""Where each offline algorithm reads its episode logs from (a --set key)."""
+
+
+def offline_options(
+    algo: str, overrides: list[str], offline: bool, then_online: bool, episodes: list[Path]
+) -> tuple[str, list[str]]:
+    """``--offline`` / ``--offline-then-online`` / ``--episodes`` as the algorithm and overrides."""
+    if offline and then_online:
+        raise UserError("--offline and --offline-then-online exclude each other; pick one")
+    if offline or then_online:
+        chosen = "offline_archer" if offline else "offline_then_online"
+        if algo not in ("archer", chosen):  # "archer" is --algo's default
+            raise UserError(f"--algo {algo} contradicts --{chosen.replace('_', '-')}; drop one")
+        algo = chosen
+    if not episodes:
+        return algo, overrides
+    if algo not in OFFLINE_DATA_KEY:
+        raise UserError(
+            f"--episodes feeds offline training and --algo {algo} trains online; add --offline "
+            "or --offline-then-online"
+        )
+    missing = [str(path) for path in episodes if not path.is_file()]
+    if missing:
+        raise UserError(f"episode log(s) not found: {', '.join(missing)}")
+    listed = ",".join(json.dumps(str(path)) for path in episodes)
+    return algo, [*overrides, f"{OFFLINE_DATA_KEY[algo]}=[{listed}]"]
 
 
 def train(

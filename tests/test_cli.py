@@ -50,6 +50,10 @@ def test_eval_compares_policies_on_the_test_split() -> None:
         (("bc", "missing.jsonl", "--model", "m", "--out", "o"), "missing.jsonl does not exist"),
         (("play", TQ, "--task-id", "unicorn-xyz"), "not in the train split"),
         (("quickstart", "--teacher", "oracle"), "--teacher must be"),
+        (("train", "--offline", "--offline-then-online"), "exclude each other"),
+        (("train", "--episodes", "log.jsonl"), "add --offline or --offline-then-online"),
+        (("train", "--offline", "--episodes", "nowhere.jsonl"), "not found: nowhere.jsonl"),
+        (("train", "--offline", "--algo", "ppo"), "--algo ppo contradicts --offline"),
     ],
 )
 def test_user_errors_are_one_clear_line(

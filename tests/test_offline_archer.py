@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -404,6 +405,32 @@ def test_archer_train_runs_offline_then_online_from_overrides(
             out=tmp_path / "run2",
             overrides=["iterations=1"],
         )
+
+
+def test_archer_train_offline_takes_episode_logs_directly(
+    episode_log: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from archer_agents.cli import full_app
+    from archer_agents.training.run_log import read_metrics
+
+    settings = ["critic_steps=1", "critic_batch_size=8", "actor_batch_size=4", "max_new_tokens=6"]
+    loop = ["iterations=2", "eval_every=2", "eval_episodes=2", "num_envs=2", "tensorboard=false"]
+    args = ["train", "--offline", "--episodes", str(episode_log), "--env", ENV_ID]
+    args += ["--model", str(tiny_model_dir), "--out", str(tmp_path / "run")]
+    for override in settings + loop:
+        args += ["--set", override]
+    result = CliRunner().invoke(full_app(), args)
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["algorithm"] == "offline_archer", run
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["iteration"] for r in records][-1] == 2 and "eval/return_mean" in records[-1]
+    assert (
+        not (tmp_path / "run" / "episodes.jsonl").exists()
+        or not (tmp_path / "run" / "episodes.jsonl").read_text()
+    )  # offline: nothing collected
 
 
 def test_episodes_rewritten_by_late_feedback_count_once_in_their_latest_revision(
