@@ -67,13 +67,13 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from archer_agents.critic import DoubleCritic, make_target, polyak_update
+from archer_agents.critic import DoubleCritic, polyak_update
 from archer_agents.encoders import HashingEncoder
 from archer_agents.local_policy import LocalPolicy
 from archer_agents.policy import Generation, SamplingParams
 from archer_agents.schema import Episode, Transition
 from archer_agents.training.cached_rollout import CachedPolicyActor
-from archer_agents.training.critic_config import CriticSettings, build_critic, critic_optimizer
+from archer_agents.training.critic_config import CriticSettings, critic_and_target, critic_optimizer
 from archer_agents.training.distributed import process_group, shard
 from archer_agents.training.losses import actor_loss, advantage, critic_loss, token_baseline_loss
 from archer_agents.training.replay_buffer import ReplayBuffer
@@ -230,12 +230,7 @@ class Archer:
         """
         self.config = config
         self.policy = policy
-        if critic is None:
-            if target is not None:
-                raise ValueError("a target critic was given without its online critic; pass both")
-            critic, target = build_critic(config)
-        self.critic = critic
-        self.target = target if target is not None else make_target(critic)
+        self.critic, self.target = critic_and_target(config, critic, target)
         self.critic_optimizer = critic_optimizer(self.critic, config)
         self.actor_parameters = policy.trainable_parameters()
         if config.actor_steps and not self.actor_parameters:

@@ -32,12 +32,12 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from archer_agents.critic import DoubleCritic, make_target, polyak_update
+from archer_agents.critic import DoubleCritic, polyak_update
 from archer_agents.environments.base import TextEnv
 from archer_agents.local_policy import LocalPolicy
 from archer_agents.policy import Generation, Policy, SamplingParams
 from archer_agents.schema import Episode
-from archer_agents.training.critic_config import CriticSettings, build_critic, critic_optimizer
+from archer_agents.training.critic_config import CriticSettings, critic_and_target, critic_optimizer
 from archer_agents.training.losses import critic_loss
 from archer_agents.training.replay_buffer import ReplayBuffer
 from archer_agents.training.rollout import Actor
@@ -152,12 +152,7 @@ class Chai:
         """``critic`` (and its ``target``) default to fresh ones built from ``config``."""
         self.config = config
         self.policy = policy
-        if critic is None:
-            if target is not None:
-                raise ValueError("a target critic was given without its online critic; pass both")
-            critic, target = build_critic(config)
-        self.critic = critic
-        self.target = target if target is not None else make_target(critic)
+        self.critic, self.target = critic_and_target(config, critic, target)
         self.critic_optimizer = critic_optimizer(self.critic, config)
         self.buffer = ReplayBuffer(config.buffer_capacity, seed=config.seed)
         self.sampling = SamplingParams(

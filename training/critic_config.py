@@ -58,6 +58,23 @@ def build_critic(settings: CriticSettings) -> tuple[DoubleCritic, DoubleCritic]:
     return critic, make_target(critic)
 
 
+def critic_and_target(
+    settings: CriticSettings,
+    critic: DoubleCritic | None = None,
+    target: DoubleCritic | None = None,
+) -> tuple[DoubleCritic, DoubleCritic]:
+    """The critic to continue from and its target, or fresh ones built from ``settings``.
+
+    A critic without a target gets a copy as its target; a target without its
+    critic is a mistake.
+    """
+    if critic is None:
+        if target is not None:
+            raise ValueError("a target critic was given without its online critic; pass both")
+        return build_critic(settings)
+    return critic, target if target is not None else make_target(critic)
+
+
 def critic_optimizer(critic: DoubleCritic, settings: CriticSettings) -> torch.optim.Adam:
     """Adam over the critic's trainable parameters (the heads only with a frozen encoder)."""
     return torch.optim.Adam(
@@ -65,4 +82,4 @@ def critic_optimizer(critic: DoubleCritic, settings: CriticSettings) -> torch.op
     )
 
 
-__all__ = ["CriticSettings", "build_critic", "critic_optimizer"]
+__all__ = ["CriticSettings", "build_critic", "critic_and_target", "critic_optimizer"]

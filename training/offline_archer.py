@@ -41,14 +41,14 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from archer_agents.critic import DoubleCritic, make_target, polyak_update
+from archer_agents.critic import DoubleCritic, polyak_update
 from archer_agents.episode_log import ReadReport, read_episodes
 from archer_agents.local_policy import LocalPolicy
 from archer_agents.policy import SamplingParams
 from archer_agents.recorder import latest_revisions
 from archer_agents.schema import Episode, Transition
 from archer_agents.training.bc import transition_token_ids
-from archer_agents.training.critic_config import CriticSettings, build_critic, critic_optimizer
+from archer_agents.training.critic_config import CriticSettings, critic_and_target, critic_optimizer
 from archer_agents.training.losses import advantage, awr_actor_loss, iql_critic_loss
 from archer_agents.training.replay_buffer import ReplayBuffer
 from archer_agents.training.rollout import Actor, PolicyActor
@@ -148,12 +148,7 @@ class OfflineArcher:
         """``critic`` (and its ``target``) default to fresh ones built from ``config``."""
         self.config = config
         self.policy = policy
-        if critic is None:
-            if target is not None:
-                raise ValueError("a target critic was given without its online critic; pass both")
-            critic, target = build_critic(config)
-        self.critic = critic
-        self.target = target if target is not None else make_target(critic)
+        self.critic, self.target = critic_and_target(config, critic, target)
         self.critic_optimizer = critic_optimizer(self.critic, config)
         self.parameters = policy.trainable_parameters()
         if config.actor_steps and not self.parameters:
