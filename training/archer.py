@@ -148,7 +148,7 @@ class ArcherConfig(CriticSettings):
             self.actor_states != "latest" or self.actor_steps > 1
         ):
             raise ValueError(
-                'advantage_estimator "td" needs the turns\' own rewards and next states, which '
+                'advantage_estimator "gae" needs the turns\' own rewards and next states, which '
                 "only the newest rollout's turns have: set actor_states: latest and "
                 "actor_steps: 1, or use advantage_estimator: q"
             )
