@@ -252,7 +252,7 @@ class ArcherChatModel(BaseChatModel):
         candidates, values, best = self._sample(observation)
         chosen = candidates[best]
         text, stop_sequence = _cut_at_stop(chosen.text, stop or ())
-        content, tool_calls, invalid, error = _read_tool_calls(text, tools, tool_choice)
+        content, tool_calls, invalid, error = read_tool_calls(text, tools, tool_choice)
         metadata: dict[str, Any] = {
             "model_name": self.model_name,
             "policy_version": chosen.policy_version or str(self.policy.version),
@@ -325,10 +325,15 @@ def _new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
-def _read_tool_calls(
+def read_tool_calls(
     text: str, tools: Sequence[dict[str, Any]], tool_choice: str | None
 ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]], str | None]:
-    """(content, tool_calls, invalid_tool_calls, error) for an utterance."""
+    """(content, tool_calls, invalid_tool_calls, error) for an utterance.
+
+    ``tools`` are `prompts.tool_spec` dicts; ``tool_choice`` is None, "auto",
+    "none", "any", "required" or a tool's name. Also the local server's reading
+    of a chat completion (`chat_tools`).
+    """
     if not tools or tool_choice == "none":
         return text, [], [], None
     required = tool_choice not in (None, "auto")

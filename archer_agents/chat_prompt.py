@@ -52,5 +52,9 @@ def chat_prompt_text(
                 [dict(message) for message in messages], tokenize=False, add_generation_prompt=True
             )
         )
-    bos = tokenizer.bos_token or ""
-    return bos + render_prompt(chat_observation(messages))
+    return observation_prompt_text(chat_observation(messages), tokenizer)
+
+
+def observation_prompt_text(observation: str, tokenizer: PreTrainedTokenizerBase) -> str:
+    """The prompt text for an observation, as the policy renders it, bos included."""
+    return (tokenizer.bos_token or "") + render_prompt(observation)

@@ -7,7 +7,9 @@ against either server unchanged:
 - ``GET /v1/models``: the base model and every loaded LoRA adapter;
 - ``POST /v1/completions``: prompts as text or token ids, ``logprobs``,
   ``return_tokens_as_token_ids`` and ``return_token_ids``;
-- ``POST /v1/chat/completions``: messages rendered by `chat_prompt_text`;
+- ``POST /v1/chat/completions``: messages rendered by `chat_prompt_text`; with
+  ``tools`` (or tool calls in the history), rendered and answered in the
+  training format with OpenAI ``tool_calls`` (`chat_tools`);
 - ``POST /v1/load_lora_adapter`` and ``/v1/unload_lora_adapter``: adapters by name;
 - ``GET /health``.
 
@@ -49,7 +51,8 @@ except ImportError as exc:  # the serve extra is optional
         "the local server needs FastAPI and uvicorn: pip install 'archer-agents[serve]'"
     ) from exc
 
-from archer_agents.chat_prompt import chat_prompt_text, message_text
+from archer_agents.chat_prompt import chat_prompt_text, message_text, observation_prompt_text
+from archer_agents.chat_tools import reply_message, tool_choice, tool_observation, uses_tools
 from archer_agents.local_policy import LocalPolicy
 from archer_agents.model_engine import Batcher, ModelEngine
 from archer_agents.openai_protocol import (
@@ -268,15 +271,29 @@ def create_app(
             adapter = resolve(req.model)
             if req.top_logprobs is not None and not req.logprobs:
                 raise APIError(400, "top_logprobs needs logprobs: true")
-            messages = [
-                {"role": m.role, "content": message_text([p.model_dump() for p in m.content])}
-                if isinstance(m.content, list)
-                else {"role": m.role, "content": m.content or ""}
-                for m in req.messages
-            ]
-            text = chat_prompt_text(messages, engine.tokenizer)
+            reply = None
+            if uses_tools(req):
+                text = observation_prompt_text(tool_observation(req), engine.tokenizer)
+                tool_choice(req)  # a malformed choice is a 400 before any sampling
+
+                def reply(utterance: str) -> tuple[dict[str, Any], bool]:
+                    return reply_message(utterance, req)
+
+            else:
+                messages = [
+                    {"role": m.role, "content": message_text([p.model_dump() for p in m.content])}
+                    if isinstance(m.content, list)
+                    else {"role": m.role, "content": m.content or ""}
+                    for m in req.messages
+                ]
+                text = chat_prompt_text(messages, engine.tokenizer)
             prompt = list(engine.tokenizer(text, add_special_tokens=False)["input_ids"])
-            max_tokens = req.max_completion_tokens or req.max_tokens or 16
+            # Unset, a chat answer may fill the context, as with vLLM and OpenAI.
+            max_tokens = (
+                req.max_completion_tokens
+                or req.max_tokens
+                or max(1, engine.context_length - len(prompt))
+            )
             check_common(req, req.n)
             check_prompts([prompt], max_tokens)
             rows = await batcher.submit(
@@ -286,7 +303,7 @@ def create_app(
                 seed=req.seed,
                 top_logprobs=req.top_logprobs or 0,
             )
-            return chat_response(req, prompt, rows, engine.tokenizer)
+            return chat_response(req, prompt, rows, engine.tokenizer, reply)
 
     @app.post("/v1/load_lora_adapter")
     async def load_lora_adapter(request: Request) -> PlainTextResponse:

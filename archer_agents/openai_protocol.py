@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -94,6 +95,45 @@ class _ContentPart(BaseModel):
     text: str
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    arguments: str
+    """The arguments as a JSON object in a string, as OpenAI sends them."""
+
+
+class ToolCallRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
+
+
+class ToolSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: dict[str, str]
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -101,10 +141,15 @@ class ChatMessage(BaseModel):
     content: str | list[_ContentPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None
+    tool_calls: list[ToolCallRequest] | None = None
 
 
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
+    tools: list[ToolSpec] | None = None
+    """Tools the model may call: rendered into the prompt as in training (`chat_tools`)."""
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
@@ -194,8 +239,13 @@ def chat_response(
     prompt: list[int],
     rows: list[SampledRow],
     tokenizer: PreTrainedTokenizerBase,
+    reply: Callable[[str], tuple[dict[str, Any], bool]] | None = None,
 ) -> dict[str, Any]:
-    """A chat completions answer in vLLM's shape, one choice per row."""
+    """A chat completions answer in vLLM's shape, one choice per row.
+
+    ``reply`` turns an utterance into the assistant message and says whether it
+    is a tool call (finish reason ``tool_calls``); by default the text is the content.
+    """
     as_id = req.return_tokens_as_token_ids
 
     def entry(token_id: int, logprob: float) -> dict[str, Any]:
@@ -205,11 +255,14 @@ def chat_response(
     choices = []
     for index, row in enumerate(rows):
         gen = row.generation
+        message, called = (
+            reply(gen.text) if reply else ({"role": "assistant", "content": gen.text}, False)
+        )
         choice: dict[str, Any] = {
             "index": index,
-            "message": {"role": "assistant", "content": gen.text},
+            "message": message,
             "logprobs": None,
-            "finish_reason": "stop" if gen.finished else "length",
+            "finish_reason": "tool_calls" if called else "stop" if gen.finished else "length",
             "stop_reason": None,
         }
         if req.logprobs:

@@ -10,11 +10,13 @@ game through `langchain.agents.create_agent` with the environment's own tool.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from langchain_core.callbacks import BaseCallbackHandler
@@ -30,7 +32,7 @@ from archer_agents.environments.tool_env import ToolCallingEnv, ToolTask
 from archer_agents.episode_log import read_episodes
 from archer_agents.local_policy import LocalPolicy
 from archer_agents.policy import Generation, SamplingParams
-from archer_agents.prompts import render_action, render_messages, render_tool_call
+from archer_agents.prompts import render_action, render_messages, render_tool_call, tool_spec
 from archer_agents.recorder import EpisodeRecorder
 from archer_agents.schema import Episode, Transition
 from archer_agents.tools.twenty_questions import make_twenty_questions_tool
@@ -464,3 +466,85 @@ def test_load_agent_names_what_is_wrong(tmp_path: Path) -> None:
         load_agent("http://127.0.0.1:8000", model="archer-v0001", registry=tmp_path)
     with pytest.raises(ValueError, match="only apply to a server"):
         load_agent(tmp_path / "ckpt", registry=tmp_path)
+
+
+def test_an_openai_client_with_bound_tools_gets_the_training_prompt_and_tool_calls(
+    trained_policy_dir: Path,
+) -> None:
+    from langchain.agents import create_agent
+    from langchain_openai import ChatOpenAI
+    from serving_helpers import start_local_server
+
+    local = LocalPolicy.from_pretrained(trained_policy_dir)
+    server = start_local_server(trained_policy_dir)
+    try:
+        # The stock OpenAI chat model, pointed at `archer serve`, in a create_agent agent.
+        openai_model = ChatOpenAI(
+            base_url=f"{server.url}/v1", api_key="unused", model="tiny", temperature=0.0
+        )
+        agent = create_agent(openai_model, [game_tool()])
+        _check_win(agent.invoke({"messages": [("user", TASK)]})["messages"])
+
+        # What the server rendered is exactly what the policy trained on.
+        tools = [{"type": "function", "function": tool_spec(game_tool())}]
+        history = [
+            {"role": "user", "content": TASK},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {
+                            "name": "ask_question",
+                            "arguments": json.dumps({"question": QUESTION}),
+                        },
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "Yes."},
+        ]
+        body = {"model": "tiny", "tools": tools, "temperature": 0, "return_token_ids": True}
+        first = httpx.post(
+            f"{server.url}/v1/chat/completions", json={**body, "messages": history[:1]}
+        ).json()
+        assert first["prompt_token_ids"] == local.prompt_ids(
+            render_messages([HumanMessage(TASK)], [game_tool()])
+        )
+        (choice,) = first["choices"]
+        assert choice["finish_reason"] == "tool_calls"
+        (call,) = choice["message"]["tool_calls"]
+        assert call["function"]["name"] == "ask_question"
+        assert json.loads(call["function"]["arguments"]) == {"question": QUESTION}
+        second = httpx.post(
+            f"{server.url}/v1/chat/completions", json={**body, "messages": history}
+        ).json()
+        expected = render_messages(
+            [
+                HumanMessage(TASK),
+                AIMessage(
+                    "",
+                    tool_calls=[
+                        {"name": "ask_question", "args": {"question": QUESTION}, "id": "c1"}
+                    ],
+                ),
+                ToolMessage("Yes.", tool_call_id="c1"),
+            ],
+            [game_tool()],
+        )
+        assert second["prompt_token_ids"] == local.prompt_ids(expected)
+        assert second["choices"][0]["message"] == {"role": "assistant", "content": FINAL}
+
+        # A call whose arguments are not JSON is the client's mistake: a 400 that says so.
+        broken = [dict(history[1])]
+        broken[0]["tool_calls"] = [
+            {"id": "c1", "type": "function", "function": {"name": "ask_question", "arguments": "{"}}
+        ]
+        answer = httpx.post(
+            f"{server.url}/v1/chat/completions",
+            json={**body, "messages": [history[0], *broken]},
+        )
+        assert answer.status_code == 400 and "not JSON" in answer.text
+    finally:
+        server.stop()
