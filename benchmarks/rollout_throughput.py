@@ -22,8 +22,9 @@ import torch
 from archer_agents.local_policy import LocalPolicy
 from archer_agents.policy import SamplingParams
 from archer_agents.tiny_model import init_model
+from archer_agents.training.cached_rollout import CachedPolicyActor
 from archer_agents.training.corpus import environment_corpus
-from archer_agents.training.rollout import PolicyActor, collect, make_env_factory
+from archer_agents.training.rollout import collect, make_env_factory
 
 
 def main() -> None:
@@ -33,14 +34,15 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", help="policy directory (default: a fresh demo model)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = init_model(f"{tmp}/model", environment_corpus(), size="demo")
+        model_dir = args.model or init_model(f"{tmp}/model", environment_corpus(), size="demo")
         policy = LocalPolicy.from_pretrained(model_dir, seed=0)
         params = sum(p.numel() for p in policy.model.parameters())
-        print(f"demo model: {params / 1e6:.2f}M parameters, torch threads {args.threads}")
+        print(f"{model_dir}: {params / 1e6:.2f}M parameters, torch threads {args.threads}")
         factory = make_env_factory(args.env)
         sampling = SamplingParams(max_new_tokens=args.max_new_tokens)
         print("| batch (num_envs) | episodes | turns | seconds | episodes/s | tokens/s |")
@@ -48,7 +50,9 @@ def main() -> None:
         for num_envs in args.num_envs:
             episodes = max(args.episodes, num_envs)
             start = time.perf_counter()
-            result = collect(factory, PolicyActor(policy, sampling), episodes, num_envs=num_envs)
+            result = collect(
+                factory, CachedPolicyActor(policy, sampling), episodes, num_envs=num_envs
+            )
             seconds = time.perf_counter() - start
             turns = sum(e.num_turns for e in result.episodes)
             print(
