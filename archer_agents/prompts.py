@@ -12,13 +12,21 @@ tool-calling environments' own format (`ToolCallingEnv`), one piece per message:
     Tools:                           when tools are bound
     - name(arg: type, ...): description
     Action: <utterance>              each AI message (`render_action`)
-    Observation: <tool output>       each tool message
+    Observation: <tool output>       each tool message, unless a user message follows it
     Observation: User: <text>        each user message after an AI message
 
 so a conversation of one task message, then tool calls and their outputs, is
 exactly the observation a `ToolCallingEnv` shows for the same task and calls.
-The chat model (`ArcherChatModel`), the episode recorder and training all call
-this one function.
+The chat model (`ArcherChatModel`), the episode recorder, the environments and
+training all call this one function.
+
+A tool message directly followed by a user message is left out: that tool
+ended the agent's turn (a ``return_direct`` tool, such as SupportSim's
+``respond``, whose output went to the user, not to the model), so what the
+action observed is the user's reply. This is how a customer conversation
+through ``create_agent`` (``respond`` call, its tool message, the customer's
+next message) renders exactly as SupportSim shows it (``Action: respond(...)``
+then ``Observation: User: <reply>``).
 """
 
 from __future__ import annotations
@@ -130,7 +138,7 @@ def render_messages(
     tools_shown = not tools_block
     leading = True  # still among the leading system messages
     acted = False  # an AI message has been seen
-    for message in messages:
+    for index, message in enumerate(messages):
         text = message_text(message)
         if isinstance(message, SystemMessage) and leading:
             pieces.append(f"{text}\n")
@@ -149,7 +157,9 @@ def render_messages(
             pieces.append(f"Action: {render_action(message)}\n")
             acted = True
         elif isinstance(message, ToolMessage | FunctionMessage):
-            pieces.append(f"Observation: {text}\n")
+            following = messages[index + 1] if index + 1 < len(messages) else None
+            if not isinstance(following, HumanMessage):  # else it ended the turn (docstring)
+                pieces.append(f"Observation: {text}\n")
         else:
             role = "user" if isinstance(message, HumanMessage) else _role(message)
             prefix = "Observation: " if acted else ""

@@ -7,8 +7,28 @@ customer's reply is the next observation. Parsing, argument validation and
 error observations are `ToolCallingEnv`'s; this class adds the conversation,
 the policy and the reward.
 
-The observation is the whole history: the policy, the tools, the customer's
-opening message, then one ``Action: ...`` / ``Observation: ...`` pair a turn.
+The observation is the whole history, exactly what `prompts.render_messages`
+gives for the same conversation as LangChain messages: `SYSTEM_PROMPT` (the
+policy and how to call tools) as the system message, the customer's opening
+line as the first user message with the tools bound, then one
+``Action: ...`` / ``Observation: ...`` pair a turn, where a tool's output is
+the observation and, after a ``respond`` call, ``User: <reply>`` is::
+
+    <policy>
+    <call format>
+    Task: <customer's opening line>
+    Tools:
+    - find_user_id_by_email(email: string): ...
+    Action: {"arguments": {"message": "..."}, "name": "respond"}
+    Observation: User: <customer's reply>
+
+Deployed, the same text reaches the policy: `serve_customer` plays a customer
+against ``load_agent(policy, build_support_tools(store),
+system_prompt=SYSTEM_PROMPT)``, where ``respond`` is ``return_direct`` (it ends
+the agent's turn; the message goes to the customer) and the customer's next
+message comes in as a user message; `render_messages` leaves out the tool
+message of a call a user message follows, so it renders as above.
+
 The episode ends when the customer says `STOP`, when the agent transfers to a
 human (terminated), or after ``max_turns`` agent turns (truncated).
 
@@ -21,7 +41,8 @@ else 0. ``info`` at the end reports ``db_match``, ``output_match``,
 
 Speed: a step touches only the records a tool reads or replaces; each episode
 starts from a copy-on-write fork of the generated database, and the
-fingerprint at the end re-hashes only the records the episode replaced.
+fingerprint at the end re-hashes only the records the episode replaced. The
+history grows by appending each turn's text, never by re-rendering.
 """
 
 from __future__ import annotations
@@ -30,8 +51,16 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.runnables import Runnable
+
 from archer_agents.environments.base import ScriptedAgent
-from archer_agents.environments.support_tasks import SupportTask, generate_tasks, mentions
+from archer_agents.environments.support_tasks import (
+    SupportTask,
+    UserGoal,
+    generate_tasks,
+    mentions,
+)
 from archer_agents.environments.support_user import (
     STOP,
     RuleBasedUser,
@@ -39,7 +68,7 @@ from archer_agents.environments.support_user import (
     is_affirmative,
 )
 from archer_agents.environments.tool_env import CallRecord, ToolCallingEnv, ToolTask
-from archer_agents.prompts import render_tools
+from archer_agents.prompts import message_text, render_messages
 from archer_agents.tools.support.generate import DatabaseSize, generate_database
 from archer_agents.tools.support.models import RecordDigests
 from archer_agents.tools.support.policy import POLICY
@@ -58,6 +87,8 @@ CALL_FORMAT = (
     'Call exactly one tool per turn, as JSON {"name": "<tool>", "arguments": {...}} '
     'or as <tool>(arg="value"). Talk to the user only with respond(message="...").'
 )
+SYSTEM_PROMPT = f"{POLICY}\n{CALL_FORMAT}"
+"""The system message of every SupportSim conversation: the policy, then `CALL_FORMAT`."""
 
 
 class SupportSimEnv(ToolCallingEnv):
@@ -111,9 +142,7 @@ class SupportSimEnv(ToolCallingEnv):
         )
         self.user_factory: Callable[[], SupportUser] = user_factory or RuleBasedUser
         self.user: SupportUser = self.user_factory()
-        self._header = (
-            f"{POLICY}\n## Tools\n{CALL_FORMAT}\n{render_tools(tools)}\n\n## Conversation\n"
-        )
+        self._system = SystemMessage(SYSTEM_PROMPT)
         self._base_digests: RecordDigests | None = None
         self._gold_fingerprints: dict[str, str] = {}
         self._support_task: SupportTask | None = None
@@ -147,7 +176,7 @@ class SupportSimEnv(ToolCallingEnv):
         self._writes_confirmed = []
         self._invalid_actions = 0
         self._report = {}
-        return f"{self._header}User: {opening}\n"
+        return render_messages([self._system, HumanMessage(opening)], self.tool_specs)
 
     def after_call(self, record: CallRecord) -> tuple[str, bool]:
         if record.error:
@@ -217,3 +246,51 @@ class SupportSimEnv(ToolCallingEnv):
         if kind == "weak":
             return SupportScriptedAgent(self, flaw_rate=0.5, seed=seed)
         return SupportRandomAgent(seed=seed)
+
+
+# -- deployment ----------------------------------------------------------------------
+def said_to_customer(messages: Sequence[BaseMessage]) -> str | None:
+    """What an agent's turn ended by saying to the customer, or None.
+
+    The turn of an agent over `build_support_tools` ends with the tool message
+    of a ``respond`` call (``return_direct``); its text is the message. None
+    when the turn ended otherwise (a transfer, plain text, a failed call).
+    """
+    last = messages[-1] if messages else None
+    if isinstance(last, ToolMessage) and last.name == RESPOND and last.status != "error":
+        return message_text(last)
+    return None
+
+
+def serve_customer(
+    agent: Runnable[Any, Any], user: SupportUser, goal: UserGoal, *, max_runs: int = 30
+) -> list[BaseMessage]:
+    """Play a simulated customer against a deployed support agent; return the conversation.
+
+    ``agent`` is e.g. ``load_agent(policy, build_support_tools(store),
+    system_prompt=SYSTEM_PROMPT)``. The customer's opening line starts the
+    first run; a run ends when the agent responds (or transfers), and the
+    customer's reply starts the next, as a user message appended to the
+    conversation so far: what a chat front end does with each new customer
+    message. A ``respond`` or transfer call that failed (bad arguments) also
+    ends a run; the next run then starts from the error, as SupportSim goes on
+    after one. Ends when the customer says `STOP`, when the agent's turn ends
+    otherwise (a transfer, plain text), or after ``max_runs`` runs.
+
+    For well-formed calls the policy sees exactly what SupportSim shows at the
+    same point; error texts are LangChain's tool node's, not the environment's.
+    """
+    messages: list[BaseMessage] = [HumanMessage(user.start(goal))]
+    for _ in range(max_runs):
+        messages = list(agent.invoke({"messages": messages})["messages"])
+        last = messages[-1]
+        if isinstance(last, ToolMessage) and last.status == "error":
+            continue
+        said = said_to_customer(messages)
+        if said is None:
+            break
+        reply = user.reply(said)
+        messages.append(HumanMessage(reply))
+        if STOP in reply:
+            break
+    return messages

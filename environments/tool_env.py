@@ -7,6 +7,12 @@ tool, invalid arguments, a tool raising, an over-long action) becomes an
 observation that names the problem, is counted in ``info``, costs
 ``error_penalty`` and never raises out of `step`.
 
+The observation is the whole history, in the format of
+`prompts.render_messages` (the one renderer a deployed LangChain agent sees
+too): the task as the first user message with the tools, then one
+``Action: <utterance>`` / ``Observation: <output>`` pair a turn, appended to
+the history rather than re-rendered each step.
+
 Subclasses customise the task text (`initial_observation`), what a call does
 to the episode (`after_call`) and the final reward (`final_reward`).
 """
@@ -19,12 +25,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from langchain_core.messages import HumanMessage
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from archer_agents.environments.action_parsing import ActionParseError, ToolCall, parse_tool_call
 from archer_agents.environments.base import TextEnv, to_ascii
-from archer_agents.prompts import render_tools
+from archer_agents.prompts import render_messages, tool_spec
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +158,8 @@ class ToolCallingEnv(TextEnv):
         self.tools = {tool.name: tool for tool in tools}
         if len(self.tools) != len(tools):
             raise ValueError("tool names must be unique")
+        # Converted once: `render_messages` takes specs as they are, so a reset stays cheap.
+        self.tool_specs = [tool_spec(tool) for tool in tools]
         missing = [name for name in final_tools if name not in self.tools]
         if missing:
             raise ValueError(f"final_tools {missing} are not among the tools {sorted(self.tools)}")
@@ -172,7 +181,8 @@ class ToolCallingEnv(TextEnv):
 
     # -- hooks for subclasses ---------------------------------------------
     def initial_observation(self, task: ToolTask) -> str:
-        return f"Task: {task.instruction}\nTools:\n{render_tools(list(self.tools.values()))}\n"
+        """The task as a user message with the tools bound, in `render_messages`' format."""
+        return render_messages([HumanMessage(task.instruction)], self.tool_specs)
 
     def after_call(self, record: CallRecord) -> tuple[str, bool]:
         """The observation text for a call and whether it ends the episode."""

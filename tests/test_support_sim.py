@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -14,16 +15,27 @@ from gymnasium.utils.env_checker import check_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 import archer_agents  # noqa: F401  (registers the environments)
+from archer_agents.agent import load_agent
 from archer_agents.environments.base import TEXT_CHARSET, ScriptedAgent, UnknownTaskError, to_ascii
-from archer_agents.environments.support_sim import SupportSimEnv
+from archer_agents.environments.support_sim import (
+    CALL_FORMAT,
+    SYSTEM_PROMPT,
+    SupportSimEnv,
+    serve_customer,
+)
 from archer_agents.environments.support_tasks import TEMPLATES, generate_tasks
-from archer_agents.environments.support_user import STOP, LLMUser
-from archer_agents.tools.support import generate_database
+from archer_agents.environments.support_user import STOP, LLMUser, RuleBasedUser
+from archer_agents.episode_log import read_episodes
+from archer_agents.policy import Generation, SamplingParams
+from archer_agents.prompts import render_messages
+from archer_agents.recorder import EpisodeRecorder
+from archer_agents.tools.support import SupportStore, build_support_tools, generate_database
 from archer_agents.tools.support.models import Database
 from archer_agents.tools.support.policy import POLICY
+from archer_agents.tools.support.tools import TRANSFER
 
 SMALL = {"size": "small", "n_train": 40, "n_test": 20}
 
@@ -66,11 +78,15 @@ def call(name: str, **arguments: Any) -> str:
 def test_made_through_gymnasium_with_policy_tools_and_opening() -> None:
     made = gym.make("archer/SupportSim-v0", size="small", n_train=10, n_test=10)
     observation, info = made.reset(seed=0)
-    assert observation.startswith(POLICY)
-    assert "## Tools" in observation and "- cancel_pending_order(order_id: string" in observation
     task = made.unwrapped.current_task  # type: ignore[attr-defined]
-    opening = f"User: Hi! {task.goal.intents[0].request}\n"
-    assert observation.endswith(opening) and info["split"] == "train"
+    opening = f"Hi! {task.goal.intents[0].request}"
+    assert observation.startswith(f"{POLICY}\n{CALL_FORMAT}\nTask: {opening}\nTools:\n")
+    assert "\n- cancel_pending_order(order_id: string" in observation
+    assert observation.endswith(
+        "- respond(message: string): Send a message to the user; "
+        "the user's reply comes back as the next observation.\n"
+    )
+    assert info["split"] == "train"
     next_observation, *_ = made.step(call("respond", message="What is your email?"))
     assert next_observation.startswith(observation)
     assert next_observation.endswith(
@@ -255,9 +271,97 @@ def test_llm_user_plugs_into_the_environment() -> None:
         **SMALL, user_factory=lambda: LLMUser(GenericFakeChatModel(messages=replies))
     )
     observation, _ = llm_env.reset(seed=0)
-    assert observation.endswith("User: Hello, I need help with an order.\n")
+    assert "\nTask: Hello, I need help with an order.\nTools:\n" in observation
     observation, _, terminated, _, info = llm_env.step(call("respond", message="How can I help?"))
     assert terminated and observation.endswith(f"User: Bye. {STOP}\n") and "db_match" in info
+
+
+# -- deployed as a LangChain agent ---------------------------------------------------------
+class SaysInTurn:
+    """A `Policy` that says the given utterances in turn and keeps every prompt it saw."""
+
+    version = "says-in-turn"
+
+    def __init__(self, utterances: Sequence[str]) -> None:
+        self.utterances = list(utterances)
+        self.observations: list[str] = []
+
+    def generate(
+        self, observations: Sequence[str], sampling: SamplingParams | None = None
+    ) -> list[Generation]:
+        self.observations += observations
+        return [Generation(self.utterances.pop(0), [1], [-0.5]) for _ in observations]
+
+    def log_probs(self, observations: Any, action_token_ids: Any) -> Any:
+        raise NotImplementedError("a scripted policy cannot score")
+
+
+def test_a_support_agent_sees_exactly_what_support_sim_showed_in_training(
+    tmp_path: Path,
+) -> None:
+    """The scripted expert's episodes, replayed through create_agent with the real tools."""
+    env = SupportSimEnv(size="small", n_train=10, n_test=20)  # every template among the tests
+    templates: dict[str, str] = {}
+    for task in env.tasks_by_split["test"]:
+        templates.setdefault(task.template, task.task_id)
+    assert len(templates) >= 5
+    for task_id in templates.values():
+        expert = env.make_scripted_agent("expert", seed=0)
+        observation, info = env.reset(options={"split": "test", "task_id": task_id})
+        expert.reset(observation, info)
+        shown, said, done = [], [], False
+        while not done:
+            shown.append(observation)
+            said.append(expert.act(observation))
+            observation, _, terminated, truncated, info = env.step(said[-1])
+            done = terminated or truncated
+        assert info["success"]
+
+        store = SupportStore(env.db.fork())
+        tools = build_support_tools(store)
+        policy = SaysInTurn(said)
+        log = tmp_path / f"{task_id}.jsonl"
+        with EpisodeRecorder(log, wait_for_feedback=False) as recorder:
+            agent = load_agent(policy, tools, system_prompt=SYSTEM_PROMPT, callbacks=[recorder])
+            goal = env.support_task(task_id).goal
+            messages = serve_customer(agent, RuleBasedUser(), goal)
+        assert policy.observations == shown  # every prompt, character for character
+        assert policy.utterances == []
+        assert render_messages([SystemMessage(SYSTEM_PROMPT), *messages], tools) == observation
+        assert store.db.fingerprint() == env.store.db.fingerprint()
+        episodes, _ = read_episodes(log)
+        assert [t.observation for e in episodes for t in e.transitions] == shown
+        assert [t.action for e in episodes for t in e.transitions] == said
+
+
+def test_a_failed_respond_ends_the_run_and_the_agent_goes_on_from_the_error(
+    env: SupportSimEnv,
+) -> None:
+    said = ["respond()", call("respond", message="Hello!"), call(TRANSFER, summary="help")]
+    policy = SaysInTurn(said)
+    store = SupportStore(env.db.fork())
+    agent = load_agent(policy, build_support_tools(store), system_prompt=SYSTEM_PROMPT)
+    goal = env.support_task(env.task_ids("test")[0]).goal
+    messages = serve_customer(agent, RuleBasedUser(), goal)
+    assert policy.utterances == [] and len(policy.observations) == 3
+    assert "Action: respond()\nObservation: Error" in policy.observations[1]
+    assert policy.observations[2].startswith(policy.observations[1])
+    assert "\nObservation: User: " in policy.observations[2]
+    assert isinstance(messages[-1], ToolMessage) and messages[-1].name == TRANSFER
+
+
+def test_a_tool_message_that_ended_the_turn_is_not_shown_before_the_user_reply() -> None:
+    call = {"name": "respond", "args": {"message": "Your email?"}, "id": "c"}
+    sent = ToolMessage("Your email?", tool_call_id="c", name="respond")
+    reply = HumanMessage("It is a@b.c.")
+    text = render_messages([HumanMessage("Hi."), AIMessage("", tool_calls=[call]), sent, reply])
+    assert text.endswith(
+        'Action: {"arguments": {"message": "Your email?"}, "name": "respond"}\n'
+        "Observation: User: It is a@b.c.\n"
+    )
+    # Before the reply arrives, the tool message is the latest observation.
+    ended = render_messages([HumanMessage("Hi."), AIMessage("", tool_calls=[call]), sent])
+    assert ended.endswith("Observation: Your email?\n")
 
 
 # -- tasks and splits -----------------------------------------------------------------------

@@ -516,6 +516,8 @@ TOOL_SPECS: tuple[tuple[str, type[BaseModel], ToolKind], ...] = (
 WRITE_TOOLS: frozenset[str] = frozenset(name for name, _, kind in TOOL_SPECS if kind == "write")
 RESPOND = "respond"
 TRANSFER = "transfer_to_human_agents"
+TURN_ENDING_TOOLS: frozenset[str] = frozenset({RESPOND, TRANSFER})
+"""Tools after which the agent waits: its message went to the customer, or to a human agent."""
 
 
 class SupportTool(BaseTool):
@@ -538,11 +540,17 @@ def _make_tool(
         args_schema=schema,
         metadata={"kind": kind},
         tags=["support", kind],
+        return_direct=name in TURN_ENDING_TOOLS,
     )
 
 
 def build_support_tools(store: SupportStore, *, include_respond: bool = True) -> list[BaseTool]:
-    """The support tools bound to ``store`` (plus ``respond`` unless excluded)."""
+    """The support tools bound to ``store`` (plus ``respond`` unless excluded).
+
+    ``respond`` and ``transfer_to_human_agents`` are ``return_direct``: in a
+    LangChain agent (``create_agent``) they end the agent's turn, so the
+    customer (or the human agent) speaks next.
+    """
     tools = [
         _make_tool(name, getattr(store, name), schema, kind) for name, schema, kind in TOOL_SPECS
     ]
