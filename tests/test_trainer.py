@@ -157,11 +157,13 @@ KILLABLE = textwrap.dedent(
     """
     import sys
     from pathlib import Path
+    import torch
     from archer_agents.local_policy import LocalPolicy
     from archer_agents.training.archer import Archer, ArcherConfig
     from archer_agents.training.trainer import Trainer, TrainerConfig
 
     model_dir, run_dir, iterations = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    torch.set_num_threads(1)  # as the test process: a second thread only slows a shared CPU
     archer = Archer(ArcherConfig(**{archer}), LocalPolicy.from_pretrained(model_dir, seed=0))
     config = TrainerConfig(iterations=iterations, **{trainer})
     Trainer(archer, "archer/TwentyQuestions-v0", run_dir, config, run_info={{"model": model_dir}}).train(
