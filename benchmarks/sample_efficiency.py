@@ -57,55 +57,57 @@ from archer_agents.quickstart import ARCHER_PRESET
 
 ALGORITHMS = ("archer", "ppo", "reinforce", "filtered_bc", "chai")
 
+_ARCHER = ARCHER_PRESET["algorithm"]
+
 BASELINE_PRESETS: dict[str, dict[str, Any]] = {
     # Token-level PPO (training.ppo). CleanRL's shape: 4 epochs over each on-policy batch of 64
     # episodes (about 500 utterances) in minibatches of at least 128 utterances, clip 0.2,
     # GAE(0.95); the value model reads the same hashed features as ArCHer's critic.
-    # Tuned on seed 0: policy_lr 1e-4 and 3e-4 (see benchmarks/README.md).
+    # policy_lr tried on seed 0: 1e-5, 3e-5, 1e-4 (benchmarks/README.md, "Sample efficiency").
     "ppo": {
         "epochs": 4,
         "minibatch_size": 128,
         "clip": 0.2,
         "gamma": 0.95,
         "gae_lambda": 0.95,
-        "policy_lr": 1e-4,
+        "policy_lr": 1e-5,
         "value_lr": 1e-3,
         "value_encoder": "hashing-lines",
-        "max_new_tokens": 12,
+        "max_new_tokens": _ARCHER["max_new_tokens"],
     },
     # Trajectory-level REINFORCE with a batch-mean baseline (training.reinforce): one step per
-    # batch of 64 episodes. Tuned on seed 0: learning_rate 3e-4 and 1e-3.
+    # batch of 64 episodes. learning_rate tried on seed 0: 3e-5, 1e-4, 3e-4.
     "reinforce": {
-        "learning_rate": 3e-4,
-        "max_new_tokens": 12,
+        "learning_rate": 1e-4,
+        "max_new_tokens": _ARCHER["max_new_tokens"],
     },
     # Online filtered BC (training.filtered_bc): the paper's 90th percentile; 10 steps of 64
-    # utterances per iteration. Tuned on seed 0: learning_rate 3e-4 and 1e-3.
+    # utterances per iteration. learning_rate tried on seed 0: 3e-5, 1e-4, 3e-4.
     "filtered_bc": {
         "percentile": 90.0,
         "steps_per_update": 10,
         "batch_size": 64,
-        "learning_rate": 3e-4,
-        "max_new_tokens": 12,
+        "learning_rate": 3e-5,
+        "max_new_tokens": _ARCHER["max_new_tokens"],
     },
     # CHAI (training.chai): ArCHer's critic exactly as the main job trains it (same encoder,
     # learning rate, steps, batch and Polyak rate), best of the paper's 5 candidates by target
     # min Q; the policy itself is never trained.
     "chai": {
-        "encoder": ARCHER_PRESET["algorithm"]["encoder"],
-        "critic_lr": ARCHER_PRESET["algorithm"]["critic_lr"],
-        "critic_steps": ARCHER_PRESET["algorithm"]["critic_steps"],
-        "critic_batch_size": ARCHER_PRESET["algorithm"]["critic_batch_size"],
-        "polyak_tau": ARCHER_PRESET["algorithm"]["polyak_tau"],
+        "encoder": _ARCHER["encoder"],
+        "critic_lr": _ARCHER["critic_lr"],
+        "critic_steps": _ARCHER["critic_steps"],
+        "critic_batch_size": _ARCHER["critic_batch_size"],
+        "polyak_tau": _ARCHER["polyak_tau"],
         "num_candidates": 5,
-        "max_new_tokens": 12,
+        "max_new_tokens": _ARCHER["max_new_tokens"],
     },
 }
 """CPU-scale settings of the baselines for the 0.6M-parameter demo model.
 
 Learning rates are far above the paper's 7B ones (1e-6 to 1e-5), as ArCHer's
-are in the main job; every method samples at most 12 tokens per utterance, as
-ArCHer does. ``--set`` overrides any of them."""
+are in the main job; every method samples at most as many tokens per utterance
+as ArCHer does (12). ``--set`` overrides any of them."""
 
 BENCHMARK_TRAINER_KEYS = ("iterations", "eval_every", "eval_episodes", "seed")
 """Trainer settings the benchmark sets itself (from --trajectories, --eval-every, ...)."""
@@ -311,7 +313,7 @@ def references(bc: Path, env_id: str, seeds: Sequence[int], eval_episodes: int) 
     from archer_agents.training.cached_rollout import CachedPolicyActor
     from archer_agents.training.rollout import ScriptedActor
 
-    sampling = SamplingParams(max_new_tokens=ARCHER_PRESET["algorithm"]["max_new_tokens"])
+    sampling = SamplingParams(max_new_tokens=_ARCHER["max_new_tokens"])
     out: dict[str, Any] = {"bc": {}, "expert": {}, "bc_valid": {}}
     for seed in seeds:
         policy = LocalPolicy.from_pretrained(bc, seed=seed)
@@ -363,7 +365,7 @@ def run_config(
     from archer_agents.cli_train import algorithm_classes, load_run_config
 
     _, config_class = algorithm_classes(algo)
-    preset = ARCHER_PRESET["algorithm"] if algo == "archer" else BASELINE_PRESETS[algo]
+    preset = _ARCHER if algo == "archer" else BASELINE_PRESETS[algo]
     seeded = [f"algorithm.seed={seed}"] if "seed" in config_class.model_fields else []
     trainer_defaults = {
         "episodes_per_iteration": ARCHER_PRESET["trainer"]["episodes_per_iteration"],
