@@ -49,7 +49,7 @@ def _run(fn: Callable[[], T]) -> T:
         raise typer.Exit(code=2) from None
 
 
-def _progress() -> Progress:
+def _progress(disable: bool = False) -> Progress:
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -58,6 +58,7 @@ def _progress() -> Progress:
         TextColumn("{task.fields[info]}"),
         console=console,
         transient=False,
+        disable=disable,
     )
 
 

@@ -201,6 +201,10 @@ def train_command(
             api_key=api_key,
             keep=keep,
         )
+        from archer_agents.training.distributed import launched_rank
+
+        if launched_rank() != 0:  # one process of several speaks for the run
+            return
         counters = result.counters
         console.print(
             f"{counters.iteration} iterations, {counters.episodes} episodes in "
@@ -313,7 +317,9 @@ def train(
         served = _serve(algorithm, server, store, api_key, keep)
         algorithm = served
         run_info.update({"server": server, "registry": str(store)})
-    with _progress() as progress:
+    from archer_agents.training.distributed import launched_rank
+
+    with _progress(disable=launched_rank() != 0) as progress:
         task = progress.add_task(f"{algo} training", total=trainer_config.iterations, info="")
 
         def on_iteration(iteration: int, record: dict[str, float]) -> None:

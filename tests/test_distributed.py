@@ -306,3 +306,13 @@ def test_archer_in_two_processes_keeps_every_copy_equal(
     checkpoint = load_latest(run_dir / "checkpoints")
     assert checkpoint is not None and checkpoint.step == 3
     assert len(checkpoint.state["processes"]) == 2
+
+
+def test_launched_rank_reads_the_launcher_and_defaults_to_zero(monkeypatch) -> None:
+    from archer_agents.training.distributed import RANK_VARIABLES, launched_rank
+
+    for name in RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert launched_rank() == 0
+    monkeypatch.setenv("RANK", "1")
+    assert launched_rank() == 1

@@ -67,6 +67,19 @@ def launched_world_size() -> int:
     return 1
 
 
+RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
+"""Where launchers record this process's rank."""
+
+
+def launched_rank() -> int:
+    """This process's rank among those a launcher started (0 without a launcher)."""
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name)
+        if value:
+            return int(value)
+    return 0
+
+
 def process_group() -> tuple[int, int]:
     """(rank, world size) of the default process group; (0, 1) when there is none."""
     if dist.is_available() and dist.is_initialized():
