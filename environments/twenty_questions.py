@@ -32,6 +32,11 @@ class TwentyQuestionsEnv(QuestionGameEnv):
         render_mode: ``"ansi"`` or None.
     """
 
+    @staticmethod
+    def default_oracle() -> TwentyQuestionsOracle:
+        """The oracle played when none is given."""
+        return TwentyQuestionsOracle.default()
+
     def __init__(
         self,
         *,
@@ -41,7 +46,7 @@ class TwentyQuestionsEnv(QuestionGameEnv):
         render_mode: str | None = None,
     ) -> None:
         super().__init__(
-            oracle if oracle is not None else TwentyQuestionsOracle.default(),
+            oracle if oracle is not None else self.default_oracle(),
             max_turns=max_turns,
             max_action_chars=max_action_chars,
             render_mode=render_mode,
@@ -54,17 +59,6 @@ class TwentyQuestionsMiniEnv(TwentyQuestionsEnv):
     Args: as `TwentyQuestionsEnv`; the oracle defaults to `TwentyQuestionsOracle.mini`.
     """
 
-    def __init__(
-        self,
-        *,
-        oracle: TwentyQuestionsOracle | None = None,
-        max_turns: int = DEFAULT_MAX_TURNS,
-        max_action_chars: int = DEFAULT_MAX_QUESTION_CHARS,
-        render_mode: str | None = None,
-    ) -> None:
-        super().__init__(
-            oracle=oracle if oracle is not None else TwentyQuestionsOracle.mini(),
-            max_turns=max_turns,
-            max_action_chars=max_action_chars,
-            render_mode=render_mode,
-        )
+    @staticmethod
+    def default_oracle() -> TwentyQuestionsOracle:
+        return TwentyQuestionsOracle.mini()
