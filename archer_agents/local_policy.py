@@ -42,7 +42,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from archer_agents.policy import Generation, SamplingParams
+from archer_agents.policy import Generation, SamplingParams, prompt_budget
 from archer_agents.prompts import render_prompt
 
 logger = logging.getLogger(__name__)
@@ -237,12 +237,7 @@ class LocalPolicy:
         sampling = sampling or SamplingParams()
         if not observations:
             return []
-        if sampling.max_new_tokens >= self.context_length:
-            raise ValueError(
-                f"max_new_tokens {sampling.max_new_tokens} leaves no room for a prompt in a "
-                f"context of {self.context_length} tokens; lower max_new_tokens"
-            )
-        budget = self.context_length - sampling.max_new_tokens
+        budget = prompt_budget(self.context_length, sampling)
         return self.generate_ids([self.prompt_ids(obs, budget) for obs in observations], sampling)
 
     def generate_ids(
@@ -269,8 +264,19 @@ class LocalPolicy:
             )
         with _eval_mode(self.model), torch.no_grad():
             tokens, logprobs, lengths, finished = self._sample(rows, sampling)
+        return self._generations(rows, tokens, logprobs, lengths, finished)
+
+    def _generations(
+        self,
+        prompts: Sequence[list[int]],
+        tokens: torch.Tensor,
+        logprobs: torch.Tensor,
+        lengths: torch.Tensor,
+        finished: torch.Tensor,
+    ) -> list[Generation]:
+        """One `Generation` per prompt from a sampled batch (eos kept in the ids, not the text)."""
         generations = []
-        for row, prompt in enumerate(rows):
+        for row, prompt in enumerate(prompts):
             n = int(lengths[row])
             ids = tokens[row, :n].tolist()
             text_ids = ids[:-1] if finished[row] else ids
@@ -279,7 +285,7 @@ class LocalPolicy:
                     text=str(self.tokenizer.decode(text_ids, skip_special_tokens=True)),
                     token_ids=ids,
                     logprobs=logprobs[row, :n].tolist(),
-                    prompt_token_ids=prompt,
+                    prompt_token_ids=list(prompt),
                     finished=bool(finished[row]),
                 )
             )
@@ -309,12 +315,7 @@ class LocalPolicy:
             )
         if not observations:
             return [], []
-        budget = self.context_length - sampling.max_new_tokens
-        if budget < 1:
-            raise ValueError(
-                f"max_new_tokens {sampling.max_new_tokens} leaves no room for a prompt in a "
-                f"context of {self.context_length} tokens; lower max_new_tokens"
-            )
+        budget = prompt_budget(self.context_length, sampling)
         prompts = [self.prompt_ids(obs, budget) for obs in observations]
         reused = [
             cache
@@ -327,21 +328,7 @@ class LocalPolicy:
         with _eval_mode(self.model), torch.no_grad():
             out, mask, positions, new_caches = self._prefill(prompts, reused)
             tokens, logprobs, lengths, finished = self._decode(out, mask, positions, sampling)
-        generations = []
-        for row, prompt in enumerate(prompts):
-            n = int(lengths[row])
-            ids = tokens[row, :n].tolist()
-            text_ids = ids[:-1] if finished[row] else ids
-            generations.append(
-                Generation(
-                    text=str(self.tokenizer.decode(text_ids, skip_special_tokens=True)),
-                    token_ids=ids,
-                    logprobs=logprobs[row, :n].tolist(),
-                    prompt_token_ids=prompt,
-                    finished=bool(finished[row]),
-                )
-            )
-        return generations, new_caches
+        return self._generations(prompts, tokens, logprobs, lengths, finished), new_caches
 
     def generate_shared(
         self, observations: Sequence[str], sampling: SamplingParams | None = None

@@ -37,6 +37,17 @@ class SamplingParams(BaseModel):
         return self.temperature == 0.0
 
 
+def prompt_budget(context_length: int, sampling: SamplingParams) -> int:
+    """The most prompt tokens that leave room for ``max_new_tokens`` in the context."""
+    budget = context_length - sampling.max_new_tokens
+    if budget < 1:
+        raise ValueError(
+            f"max_new_tokens {sampling.max_new_tokens} leaves no room for a prompt in a "
+            f"context of {context_length} tokens; lower max_new_tokens"
+        )
+    return budget
+
+
 @dataclass
 class Generation:
     """One sampled utterance."""

@@ -43,7 +43,7 @@ import httpx
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from archer_agents.adapters import AdapterRegistry
-from archer_agents.policy import Generation, SamplingParams
+from archer_agents.policy import Generation, SamplingParams, prompt_budget
 from archer_agents.prompts import render_prompt
 
 if TYPE_CHECKING:
@@ -214,12 +214,7 @@ class ServerPolicy:
         sampling = sampling or SamplingParams()
         if not observations:
             return []
-        budget = self.context_length - sampling.max_new_tokens
-        if budget < 1:
-            raise ValueError(
-                f"max_new_tokens {sampling.max_new_tokens} leaves no room for a prompt in a "
-                f"context of {self.context_length} tokens; lower max_new_tokens"
-            )
+        budget = prompt_budget(self.context_length, sampling)
         prompts = [self.prompt_ids(obs, budget) for obs in observations]
         model = self.current_model()
         try:
