@@ -99,9 +99,14 @@ def tool_choice(req: ChatCompletionRequest) -> str | None:
     return name
 
 
-def reply_message(text: str, req: ChatCompletionRequest) -> tuple[dict[str, Any], bool]:
-    """The assistant message for an utterance, and whether it is a tool call."""
-    content, calls, _, _ = read_tool_calls(text, tool_specs(req), tool_choice(req))
+def reply_message(
+    text: str, specs: list[dict[str, Any]], choice: str | None
+) -> tuple[dict[str, Any], bool]:
+    """The assistant message for an utterance, and whether it is a tool call.
+
+    ``specs`` and ``choice`` are the request's `tool_specs` and `tool_choice`.
+    """
+    content, calls, _, _ = read_tool_calls(text, specs, choice)
     if not calls:
         return {"role": "assistant", "content": text}, False
     return {

@@ -52,7 +52,13 @@ except ImportError as exc:  # the serve extra is optional
     ) from exc
 
 from archer_agents.chat_prompt import chat_prompt_text, message_text, observation_prompt_text
-from archer_agents.chat_tools import reply_message, tool_choice, tool_observation, uses_tools
+from archer_agents.chat_tools import (
+    reply_message,
+    tool_choice,
+    tool_observation,
+    tool_specs,
+    uses_tools,
+)
 from archer_agents.local_policy import LocalPolicy
 from archer_agents.model_engine import Batcher, ModelEngine
 from archer_agents.openai_protocol import (
@@ -274,10 +280,10 @@ def create_app(
             reply = None
             if uses_tools(req):
                 text = observation_prompt_text(tool_observation(req), engine.tokenizer)
-                tool_choice(req)  # a malformed choice is a 400 before any sampling
+                specs, choice = tool_specs(req), tool_choice(req)  # a bad choice: 400, no sampling
 
                 def reply(utterance: str) -> tuple[dict[str, Any], bool]:
-                    return reply_message(utterance, req)
+                    return reply_message(utterance, specs, choice)
 
             else:
                 messages = [
