@@ -351,11 +351,16 @@ def bc_command(
     eval_every: Annotated[int, typer.Option(help="Steps between evaluations (0: end only).")] = 500,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
 ) -> None:
-    """Behaviour-clone a policy on episode logs and save it."""
+    """Behaviour-clone a policy on episode logs and save it.
+
+    Runs in several processes under `accelerate launch` or `torchrun` (each scores
+    its share of every batch; process 0 saves).
+    """
 
     def run() -> None:
         from archer_agents.episode_log import read_episodes
         from archer_agents.training.bc import BCConfig
+        from archer_agents.training.distributed import Distributed
 
         config = BCConfig(
             steps=steps,
@@ -369,9 +374,20 @@ def bc_command(
         if report.lines_skipped:
             console.print(f"[yellow]skipped {report.lines_skipped} torn line(s)[/]")
         policy = _load_trainable(model, lora=lora)
-        _train_bc(policy, data, config, eval_env=eval_env, eval_episodes=eval_episodes, seed=seed)
-        policy.save(out)
-        console.print(f"policy saved to [bold]{out}[/]")
+        on_cpu = all(p.device.type == "cpu" for p in policy.model.parameters())
+        main = Distributed.from_environment(cpu=on_cpu).is_main
+        _train_bc(
+            policy,
+            data,
+            config,
+            eval_env=eval_env if main else None,
+            eval_episodes=eval_episodes,
+            seed=seed,
+            quiet=not main,
+        )
+        if main:
+            policy.save(out)
+            console.print(f"policy saved to [bold]{out}[/]")
 
     _run(run)
 
@@ -394,13 +410,14 @@ def _train_bc(
     eval_env: str | None,
     eval_episodes: int,
     seed: int,
+    quiet: bool = False,
 ) -> Any:
     from archer_agents.training.bc import behaviour_clone
 
     evaluate = None
     if eval_env is not None:
         evaluate = _evaluator(policy, eval_env, eval_episodes, seed=seed)
-    with _progress() as progress:
+    with _progress(disable=quiet) as progress:
         task = progress.add_task("behaviour cloning", total=config.steps, info="")
 
         def on_step(step: int, metrics: dict[str, float]) -> None:

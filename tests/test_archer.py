@@ -321,8 +321,35 @@ def test_gae_with_lambda_zero_is_the_one_step_error_of_the_online_v(
 def test_gae_needs_the_newest_rollout() -> None:
     with pytest.raises(ValueError, match="actor_states: latest"):
         ArcherConfig(advantage_estimator="gae")
-    with pytest.raises(ValueError, match="actor_steps: 1"):
-        ArcherConfig(advantage_estimator="gae", actor_states="latest", actor_steps=2)
+
+
+def test_gae_minibatch_steps_take_the_rollout_in_turn_with_its_own_samples(
+    tiny_policy: LocalPolicy,
+) -> None:
+    archer = small_archer(
+        tiny_policy,
+        actor_states="latest",
+        advantage_estimator="gae",
+        warmup_iterations=0,
+        actor_steps=2,
+        actor_batch_size=1,  # one episode per step
+    )
+    episodes = play(archer, episodes=2)
+    archer.observe(episodes)
+    seen: list[list[list[int]]] = []
+    original = archer._score
+
+    def recording_score(observations, token_ids, policy=None):  # type: ignore[no-untyped-def]
+        if policy is None:
+            seen.append([list(ids) for ids in token_ids])
+        return original(observations, token_ids, policy)
+
+    archer._score = recording_score  # type: ignore[method-assign]
+    archer.update(1)
+    assert archer.actor_updates == 2
+    logged = sorted([[list(t.action_token_ids or []) for t in e.transitions] for e in episodes])
+    # each step scored one whole episode with the rollout's own sampled ids, each episode once
+    assert sorted(seen) == logged
 
 
 def test_gae_by_hand_restarts_at_each_episode_end() -> None:

@@ -179,6 +179,7 @@ TRAIN = textwrap.dedent(
     from archer_agents.local_policy import LocalPolicy
     from archer_agents.training.archer import Archer, ArcherConfig
     from archer_agents.training.filtered_bc import FilteredBC, FilteredBCConfig
+    from archer_agents.training.ppo import PPO, PPOConfig
     from archer_agents.training.reinforce import Reinforce, ReinforceConfig
     from archer_agents.training.trainer import Trainer, TrainerConfig
     from archer_agents.training.updates import trainable_state
@@ -224,6 +225,8 @@ TRAIN = textwrap.dedent(
                                                     batch_size=8, learning_rate=1e-2,
                                                     max_new_tokens=4),
                                    LocalPolicy.from_pretrained(model_dir, seed=0))),
+        ("ppo", PPO(PPOConfig(policy_lr=1e-2, epochs=2, minibatch_size=4, max_new_tokens=4),
+                    LocalPolicy.from_pretrained(model_dir, seed=0))),
     ):
         config = TrainerConfig(iterations=1, **{**trainer_settings, "eval_every": 0})
         Trainer(algorithm, "archer/TwentyQuestions-v0", run_dir.with_name(name), config).train()
@@ -277,8 +280,8 @@ def test_archer_in_two_processes_keeps_every_copy_equal(
     assert zero["resumed_from"] == one["resumed_from"] == 2
     assert zero["updates"] == one["updates"] == [6, 2]
     assert zero["records"] == one["records"]  # on_iteration: process 0's record everywhere
-    # REINFORCE runs its sharded update, but the tiny policy loses every game (equal returns,
-    # zero advantages), so only filtered BC's weights are sure to move.
+    # REINFORCE and PPO run their sharded updates, but the tiny policy loses every game (equal
+    # returns), so only filtered BC's weights are sure to move.
     weights = zero["baselines"]["filtered_bc"]
     assert any(not torch.equal(zero["initial"][k], v) for k, v in weights.items())
     for name, weights in zero["baselines"].items():
@@ -316,3 +319,69 @@ def test_launched_rank_reads_the_launcher_and_defaults_to_zero(monkeypatch) -> N
     assert launched_rank() == 0
     monkeypatch.setenv("RANK", "1")
     assert launched_rank() == 1
+
+
+BC = textwrap.dedent(
+    """
+    import os, runpy, sys
+    from pathlib import Path
+    import torch
+    torch.set_num_threads(1)
+    from archer_agents.episode_log import read_episodes
+    from archer_agents.local_policy import LocalPolicy
+    from archer_agents.training.bc import BCConfig, behaviour_clone
+    from archer_agents.training.distributed import Distributed
+    from archer_agents.training.updates import trainable_state
+
+    model_dir, log, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    rank = int(os.environ["RANK"])
+    Distributed.from_environment(cpu=True)
+    episodes, _ = read_episodes(log)
+    states = {}
+    for packed in (False, True):
+        policy = LocalPolicy.from_pretrained(model_dir, seed=0)
+        if rank == 1:  # behaviour cloning must start every process from process 0's weights
+            with torch.no_grad():
+                for p in policy.model.parameters():
+                    p.add_(0.1)
+        config = BCConfig(steps=3, batch_size=6, learning_rate=1e-2, warmup_steps=0,
+                          packed=packed)
+        behaviour_clone(policy, episodes, config)
+        states[str(packed)] = trainable_state(policy.model)
+    torch.save(states, out / f"bc_rank{rank}.pt")
+    # The CLI in the same processes: process 0 alone saves the policy.
+    sys.argv = ["archer", "bc", str(log), "--model", model_dir, "--out", str(out / "cli"),
+                "--steps", "2", "--batch-size", "6"]
+    try:
+        runpy.run_module("archer_agents.cli", run_name="__main__")
+    except SystemExit as stop:
+        assert not stop.code, stop.code
+    """
+)
+
+
+@pytest.mark.slow
+def test_behaviour_cloning_in_two_processes_keeps_the_copies_equal(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from archer_agents.episode_log import EpisodeWriter
+    from archer_agents.local_policy import LocalPolicy
+    from archer_agents.training.rollout import ScriptedActor, collect, make_env_factory
+    from archer_agents.training.updates import trainable_state
+
+    log = tmp_path / "expert.jsonl"
+    with EpisodeWriter(log, fsync=False) as writer:
+        collect(make_env_factory(ENV_ID), ScriptedActor("expert"), 6, num_envs=3, writer=writer)
+    script = tmp_path / "bc.py"
+    script.write_text(BC)
+    launch(script, str(tiny_model_dir), str(log), str(tmp_path))
+    zero, one = (torch.load(tmp_path / f"bc_rank{r}.pt", weights_only=True) for r in (0, 1))
+    initial = trainable_state(LocalPolicy.from_pretrained(tiny_model_dir).model)
+    for packed in ("False", "True"):
+        for name, tensor in zero[packed].items():
+            assert torch.equal(tensor, one[packed][name]), (packed, name)
+        assert any(not torch.equal(initial[k], v) for k, v in zero[packed].items()), packed
+    assert (tmp_path / "cli" / "config.json").exists()
+    rank1_log = (tmp_path / "bc.rank1.log").read_text()
+    assert "policy saved" not in rank1_log
+    assert "policy saved" in (tmp_path / "bc.rank0.log").read_text()

@@ -117,8 +117,11 @@ class ArcherConfig(CriticSettings):
     advantage_estimator: Literal["q", "gae"] = "q"
     """The actor's advantage: "q", the paper's min Q(s, a) - min V(s); or "gae", generalised
     advantage estimation with the online min V over the newest rollout's own turns
-    (actor_states "latest", one actor step): it sees each turn's outcome, which a critic that
-    cannot tell a winning guess from a losing one (Q(s, a) of a small encoder) misses."""
+    (actor_states "latest"): it sees each turn's outcome, which a critic that cannot tell a
+    winning guess from a losing one (Q(s, a) of a small encoder) misses. Several actor steps
+    then take successive minibatches of that rollout (one pass per ``actor_steps``, as an
+    epoch of PPO without its ratio): steps after the first score samples of the policy as it
+    was at the rollout, a small, bounded lag."""
     gae_lambda: float = Field(0.0, ge=0.0, le=1.0)
     """GAE's lambda: 0 is the one-step TD error, 1 the discounted return minus V(s)."""
     warmup_iterations: int = Field(10, ge=0)
@@ -144,13 +147,11 @@ class ArcherConfig(CriticSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> ArcherConfig:
-        if self.advantage_estimator == "gae" and (
-            self.actor_states != "latest" or self.actor_steps > 1
-        ):
+        if self.advantage_estimator == "gae" and self.actor_states != "latest":
             raise ValueError(
                 'advantage_estimator "gae" needs the turns\' own rewards and next states, which '
-                "only the newest rollout's turns have: set actor_states: latest and "
-                "actor_steps: 1, or use advantage_estimator: q"
+                "only the newest rollout's turns have: set actor_states: latest, or use "
+                "advantage_estimator: q"
             )
         if self.normalize_advantages and self.actor_batch_size < 2 and self.actor_steps > 0:
             raise ValueError(
@@ -463,9 +464,10 @@ class Archer:
 
         Episodes are drawn without replacement across the steps of an iteration.
         The rollout's samples are reused while no actor step has happened since
-        they were drawn (they are then exact samples of the current policy);
-        otherwise the policy samples afresh at the same states. The flag says
-        whether the rollout's own samples were used. In a run of several
+        they were drawn (they are then exact samples of the current policy), and
+        always under the "gae" estimator, whose advantages are those samples'
+        outcomes; otherwise the policy samples afresh at the same states. The
+        flag says whether the rollout's own samples were used. In a run of several
         processes each keeps its share of the episodes drawn (`shard`).
         """
         _, processes = process_group()
@@ -486,7 +488,8 @@ class Archer:
                 ids = t.action_token_ids or []
                 logged.append(Generation(text=t.action, token_ids=list(ids), logprobs=[]))
         current = self._latest_policy == self.actor_updates
-        if current and all(g.token_ids for g in logged):
+        own = current or self.config.advantage_estimator == "gae"
+        if own and all(g.token_ids for g in logged):
             return turns, logged, True
         return turns, self.policy.generate([t.observation for t in turns], self.sampling), False
 

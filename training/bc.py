@@ -5,6 +5,12 @@ loss is the mean negative log-likelihood of the utterance's tokens, the
 end-of-utterance token included, given the rendered observation. This is the
 starting point of ArCHer in the paper (the policy is initialised by behaviour
 cloning) and the plain BC baseline.
+
+Under a launcher (``accelerate launch`` / ``torchrun``, see
+`archer_agents.training.distributed`) every process draws the same batches,
+scores its share (`shard`: whole episodes when packed) and steps on the
+averaged gradient, starting from process 0's weights, so every copy stays
+equal and ``batch_size`` keeps its one-process meaning.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from archer_agents.schema import Episode, Transition
+from archer_agents.training.distributed import Distributed, process_group, shard
+from archer_agents.training.updates import clip_and_step
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +138,8 @@ def behaviour_clone(
     parameters = [p for p in policy.model.parameters() if p.requires_grad]
     if not parameters:
         raise ValueError("the policy has no trainable parameters")
+    rank, world_size = process_group()
+    Distributed(rank=rank, world_size=world_size).broadcast_module(policy.model)
     optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config))
     rng = random.Random(config.seed)
@@ -146,21 +156,23 @@ def behaviour_clone(
                 rng.shuffle(fresh)
                 order.extend(fresh)
             batch = [encoded[order.pop()] for _ in range(min(config.batch_size, len(encoded)))]
+            batch = shard(batch)
             loss = nll_loss(policy, [b[0] for b in batch], [b[1] for b in batch])
         else:
-            batch = []
-            while len(batch) < min(config.batch_size, len(encoded)):
+            drawn: list[tuple[int, int]] = []
+            count = 0
+            while count < min(config.batch_size, len(encoded)) or len(drawn) < world_size:
                 if not order:
                     order = list(range(len(groups)))
                     rng.shuffle(order)
-                start, end = groups[order.pop()]
-                batch.extend(encoded[start:end])
+                drawn.append(groups[order.pop()])
+                count += drawn[-1][1] - drawn[-1][0]
+            batch = [pair for first, end in shard(drawn) for pair in encoded[first:end]]
             scored = policy.log_probs_packed([b[0] for b in batch], [b[1] for b in batch])
             loss = -torch.cat(scored).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-        optimizer.step()
+        grad_norm = clip_and_step(optimizer, parameters, config.max_grad_norm)
         scheduler.step()
         loss_value = float(loss.detach())
         metrics: dict[str, float] = {

@@ -32,6 +32,10 @@ not release theirs, so the choices below are ours and are documented:
   history once, `LocalPolicy.log_probs_packed`). The policy and the value
   each clip their own gradients (ALGORITHM.md defect 5). Advantages are
   normalised over the whole batch once, before the epochs.
+- In a run of several processes every process holds the whole batch (the
+  collector gathers it) and draws the same minibatches; each scores its share
+  of a minibatch's episodes (`shard`) and the gradients are averaged, so the
+  processes split the work of every step.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from archer_agents.encoders import TextEncoder, load_encoder
 from archer_agents.local_policy import LocalPolicy
 from archer_agents.policy import SamplingParams
 from archer_agents.schema import Episode
+from archer_agents.training.distributed import process_group, shard
 from archer_agents.training.losses import Metrics, ppo_policy_loss, value_loss
 from archer_agents.training.rollout import Actor, PolicyActor
 from archer_agents.training.updates import (
@@ -269,7 +274,8 @@ class PPO:
             start += len(episode.transitions)
         history: list[dict[str, float]] = []
         for _ in range(config.epochs):
-            for batch in self.minibatches(groups):
+            for episodes_batch in self.minibatches(groups):
+                batch = [s for group in shard(episodes_batch) for s in group]
                 loss, metrics = self.policy_loss(batch)
                 self.policy_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -295,13 +301,25 @@ class PPO:
         out["ppo/value_target_mean"] = float(np.mean([s.value_target for s in samples]))
         return out
 
-    def minibatches(self, groups: Sequence[list[PPOSample]]) -> list[list[PPOSample]]:
-        """One epoch: episodes in a fresh random order, cut into minibatches of whole episodes."""
-        batches: list[list[PPOSample]] = [[]]
+    def minibatches(self, groups: Sequence[list[PPOSample]]) -> list[list[list[PPOSample]]]:
+        """One epoch: episodes in a fresh random order, cut into minibatches of whole episodes.
+
+        Each minibatch is a list of episodes (their samples in turn order) holding
+        at least ``minibatch_size`` utterances; in a run of several processes,
+        at least one episode per process too (a short last minibatch joins the one
+        before it).
+        """
+        _, processes = process_group()
+        batches: list[list[list[PPOSample]]] = [[]]
+        size = 0
         for index in self._rng.permutation(len(groups)):
-            if len(batches[-1]) >= self.config.minibatch_size:
+            if size >= self.config.minibatch_size and len(batches[-1]) >= processes:
                 batches.append([])
-            batches[-1].extend(groups[int(index)])
+                size = 0
+            batches[-1].append(groups[int(index)])
+            size += len(groups[int(index)])
+        if len(batches) > 1 and len(batches[-1]) < processes:
+            batches[-2].extend(batches.pop())
         return [batch for batch in batches if batch]
 
     def state_dict(self) -> dict[str, Any]:
