@@ -37,10 +37,13 @@ benchmarks/README.md, "The main job"):
   per iteration on its own episodes, scored packed, with GAE over the online
   V; advantage normalisation and clipping, the visit-count guard and a penalty
   for invalid questions (ALGORITHM.md's stability measures). In the time
-  budget this is about 10-15 iterations (650-1,000 episodes), too few for
-  ArCHer to move the cloned policy: at actor learning rates of 3e-5 and 1e-4
+  budget this is about 10-15 iterations (650-1,000 episodes), and ArCHer
+  does not move the cloned policy: at actor learning rates of 3e-5 and 1e-4
   the test return stays within noise of the cloned policy's, at 3e-4 it
-  drifts down. The share of valid questions stays at 97-99%.
+  drifts down, and 48 iterations (12 minutes) do no better. The critic does
+  not learn which guesses the answers rule out (benchmarks/README.md, "Why
+  the ArCHer phase does not move the cloned policy"). The share of valid
+  questions stays at 97-99%.
 """
 
 from __future__ import annotations
