@@ -37,6 +37,7 @@ collectives return at once, without importing accelerate, and `shard` and
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -144,6 +145,16 @@ def average_gradients(parameters: Sequence[torch.Tensor]) -> None:
                 offset += grad.numel()
 
 
+def _leave_process_group() -> None:
+    """Tear the process group down before the interpreter exits.
+
+    A gloo group left to the interpreter's teardown can abort the process
+    ("terminate called without an active exception") after a clean run.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 @dataclass(frozen=True)
 class Distributed:
     """Which process this is among those training together, and the collectives the trainer uses.
@@ -185,6 +196,7 @@ class Distributed:
         state = PartialState(cpu=cpu)
         if state.num_processes == 1:
             return cls()
+        atexit.register(_leave_process_group)
         logger.info(
             "process %d of %d (%s, backend %s)",
             state.process_index,
