@@ -128,14 +128,10 @@ def _collect_with_progress(
     writer: Any = None,
     sweep_tasks: bool = False,
 ) -> Any:
-    from archer_agents.training.rollout import collect
+    from archer_agents.training.rollout import collect, split_task_ids
 
     factory = _env_factory(env_id)
-    task_ids = None
-    if sweep_tasks:
-        probe = factory()
-        task_ids = list(probe.unwrapped.task_ids(split))
-        probe.close()
+    task_ids = split_task_ids(factory, split) if sweep_tasks else None
     with _progress() as progress:
         task = progress.add_task(description, total=episodes, info="")
         result = collect(
@@ -434,12 +430,10 @@ def _evaluator(
 ) -> Callable[[int], dict[str, float]]:
     from archer_agents.policy import SamplingParams
     from archer_agents.training.evaluation import summarize
-    from archer_agents.training.rollout import PolicyActor, collect
+    from archer_agents.training.rollout import PolicyActor, collect, split_task_ids
 
     factory = _env_factory(env_id)
-    probe = factory()
-    task_ids = list(probe.unwrapped.task_ids("test"))
-    probe.close()
+    task_ids = split_task_ids(factory, "test")
 
     def evaluate(step: int) -> dict[str, float]:
         result = collect(

@@ -41,12 +41,16 @@ def play(env_id: str, policy: str, episodes: int, temperature: float, seed: int)
     from archer_agents.local_policy import LocalPolicy
     from archer_agents.policy import SamplingParams
     from archer_agents.training.cached_rollout import CachedPolicyActor
-    from archer_agents.training.rollout import Actor, ScriptedActor, collect, make_env_factory
+    from archer_agents.training.rollout import (
+        Actor,
+        ScriptedActor,
+        collect,
+        make_env_factory,
+        split_task_ids,
+    )
 
     factory = make_env_factory(env_id)
-    probe = factory()
-    task_ids = list(probe.unwrapped.task_ids("test"))
-    probe.close()
+    task_ids = split_task_ids(factory, "test")
     actor: Actor
     if policy in ("expert", "weak", "random"):
         actor = ScriptedActor(policy, seed=seed)
@@ -131,20 +135,20 @@ def critic_report(
     g = np.array(returns)
     objects = list(oracle.secrets())
     guesses = [oracle.guess_question(name) for name in objects]
-    ranks, own_q, own_right = [], [], []
+    guessed = [  # (the turn with the policy's guess, the hidden object, whether it won)
+        (t, episode.task_id, verdict.solved)
+        for episode in episodes
+        for t in episode.transitions
+        if (verdict := oracle.judge(t.action, episode.task_id)).guesses
+    ]
+    ranks = []
     with torch.no_grad():
-        for episode in episodes:
-            for t in episode.transitions:
-                verdict = oracle.judge(t.action, episode.task_id)
-                if not verdict.guesses:
-                    continue
-                q = critic.q([t.observation] * len(guesses), guesses).min(dim=-1).values
-                order = q.argsort(descending=True).tolist()
-                ranks.append(order.index(objects.index(episode.task_id)))
-                own_q.append(float(critic.q([t.observation], [t.action]).min()))
-                own_right.append(verdict.solved)
-    right = np.array(own_right)
-    q_arr = np.array(own_q)
+        for t, hidden, _ in guessed:
+            q = critic.q([t.observation] * len(guesses), guesses).min(dim=-1).values
+            ranks.append(q.argsort(descending=True).tolist().index(objects.index(hidden)))
+        own = critic.q([t.observation for t, _, _ in guessed], [t.action for t, _, _ in guessed])
+    q_arr = own.min(dim=-1).values.numpy()
+    right = np.array([won for _, _, won in guessed])
     auc = float((q_arr[right][:, None] > q_arr[~right][None, :]).mean())
     rank = np.array(ranks)
     return {

@@ -59,26 +59,27 @@ BUCKET_ELEMENTS = 1 << 24
 """Most gradient elements all-reduced in one call (64 MiB in float32), as DDP buckets them."""
 
 
-def launched_world_size() -> int:
-    """The number of processes a launcher started this one among (1 without a launcher)."""
-    for name in WORLD_SIZE_VARIABLES:
-        value = os.environ.get(name)
-        if value:
-            return int(value)
-    return 1
-
-
 RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
 """Where launchers record this process's rank."""
 
 
-def launched_rank() -> int:
-    """This process's rank among those a launcher started (0 without a launcher)."""
-    for name in RANK_VARIABLES:
+def _launcher_value(names: Sequence[str], default: int) -> int:
+    """The first of the launcher variables ``names`` that is set, as an int, else ``default``."""
+    for name in names:
         value = os.environ.get(name)
         if value:
             return int(value)
-    return 0
+    return default
+
+
+def launched_world_size() -> int:
+    """The number of processes a launcher started this one among (1 without a launcher)."""
+    return _launcher_value(WORLD_SIZE_VARIABLES, 1)
+
+
+def launched_rank() -> int:
+    """This process's rank among those a launcher started (0 without a launcher)."""
+    return _launcher_value(RANK_VARIABLES, 0)
 
 
 def process_group() -> tuple[int, int]:

@@ -117,6 +117,15 @@ def make_env_factory(env_id: str, **env_kwargs: Any) -> EnvFactory:
     return lambda: gym.make(env_id, **env_kwargs)
 
 
+def split_task_ids(env_factory: EnvFactory, split: str) -> list[str]:
+    """Every task id of ``split``, in the environment's order (for evaluations that sweep it)."""
+    probe = env_factory()
+    try:
+        return list(probe.unwrapped.task_ids(split))  # type: ignore[attr-defined]
+    finally:
+        probe.close()
+
+
 def collect(
     env_factory: EnvFactory,
     actor: Actor,

@@ -86,7 +86,13 @@ from archer_agents.training.checkpoint import (
 )
 from archer_agents.training.distributed import Distributed
 from archer_agents.training.evaluation import summarize
-from archer_agents.training.rollout import CollectResult, EnvFactory, collect, make_env_factory
+from archer_agents.training.rollout import (
+    CollectResult,
+    EnvFactory,
+    collect,
+    make_env_factory,
+    split_task_ids,
+)
 from archer_agents.training.run_log import MetricsLog, plot_learning_curve, read_metrics
 
 logger = logging.getLogger(__name__)
@@ -389,9 +395,7 @@ class Trainer:
         """Play ``eval_episodes`` episodes sweeping the evaluation split; ``eval/...`` metrics."""
         config = self.config
         if self._eval_task_ids is None:
-            probe = self.env_factory()
-            self._eval_task_ids = list(probe.unwrapped.task_ids(config.eval_split))  # type: ignore[attr-defined]
-            probe.close()
+            self._eval_task_ids = split_task_ids(self.env_factory, config.eval_split)
         start = time.perf_counter()
         result = self._play(
             config.eval_episodes,
