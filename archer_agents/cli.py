@@ -371,7 +371,13 @@ def bc_command(
             console.print(f"[yellow]skipped {report.lines_skipped} torn line(s)[/]")
         policy = _load_trainable(model, lora=lora)
         on_cpu = all(p.device.type == "cpu" for p in policy.model.parameters())
-        main = Distributed.from_environment(cpu=on_cpu).is_main
+        group = Distributed.from_environment(cpu=on_cpu)
+        if batch_size < group.world_size:
+            raise UserError(
+                f"--batch-size {batch_size} cannot be split across {group.world_size} processes; "
+                f"use at least {group.world_size}"
+            )
+        main = group.is_main
         _train_bc(
             policy,
             data,

@@ -356,6 +356,13 @@ BC = textwrap.dedent(
         runpy.run_module("archer_agents.cli", run_name="__main__")
     except SystemExit as stop:
         assert not stop.code, stop.code
+    # A batch too small to split ends with one line in every process, and nothing saved.
+    sys.argv[sys.argv.index("--batch-size") + 1] = "1"
+    sys.argv[sys.argv.index("--out") + 1] = str(out / "too_small")
+    try:
+        runpy.run_module("archer_agents.cli", run_name="__main__")
+    except SystemExit as stop:
+        assert stop.code, "a batch of 1 across 2 processes was accepted"
     """
 )
 
@@ -384,4 +391,9 @@ def test_behaviour_cloning_in_two_processes_keeps_the_copies_equal(
     assert (tmp_path / "cli" / "config.json").exists()
     rank1_log = (tmp_path / "bc.rank1.log").read_text()
     assert "policy saved" not in rank1_log
-    assert "policy saved" in (tmp_path / "bc.rank0.log").read_text()
+    rank0_log = (tmp_path / "bc.rank0.log").read_text()
+    assert "policy saved" in rank0_log
+    for log in (rank0_log, rank1_log):
+        assert "--batch-size 1 cannot be split across 2 processes" in log
+        assert "Traceback" not in log
+    assert not (tmp_path / "too_small").exists()
