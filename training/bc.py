@@ -27,7 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from archer_agents.schema import Episode, Transition
-from archer_agents.training.distributed import Distributed, process_group, shard
+from archer_agents.training.distributed import broadcast_module, process_group, shard
 from archer_agents.training.updates import clip_and_step
 
 logger = logging.getLogger(__name__)
@@ -138,8 +138,8 @@ def behaviour_clone(
     parameters = [p for p in policy.model.parameters() if p.requires_grad]
     if not parameters:
         raise ValueError("the policy has no trainable parameters")
-    rank, world_size = process_group()
-    Distributed(rank=rank, world_size=world_size).broadcast_module(policy.model)
+    world_size = process_group()[1]
+    broadcast_module(policy.model)
     optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config))
     rng = random.Random(config.seed)

@@ -146,6 +146,18 @@ def average_gradients(parameters: Sequence[torch.Tensor]) -> None:
                 offset += grad.numel()
 
 
+def broadcast_module(module: nn.Module) -> None:
+    """Copy process 0's parameters and buffers into every process's ``module`` (in place).
+
+    Nothing happens without a process group of two or more.
+    """
+    if process_group()[1] == 1:
+        return
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+
 def _leave_process_group() -> None:
     """Tear the process group down before the interpreter exits.
 
@@ -244,11 +256,7 @@ class Distributed:
 
     def broadcast_module(self, module: nn.Module) -> None:
         """Copy process 0's parameters and buffers into every process's ``module`` (in place)."""
-        if not self.enabled:
-            return
-        with torch.no_grad():
-            for tensor in [*module.parameters(), *module.buffers()]:
-                dist.broadcast(tensor.data, src=0)
+        broadcast_module(module)
 
     def barrier(self) -> None:
         """Wait until every process gets here."""
@@ -271,6 +279,7 @@ class Distributed:
 __all__ = [
     "Distributed",
     "average_gradients",
+    "broadcast_module",
     "launched_world_size",
     "process_group",
     "shard",
