@@ -42,8 +42,10 @@ benchmarks/README.md, "The main job"):
   the test return stays within noise of the cloned policy's, at 3e-4 it
   drifts down, and 48 iterations (12 minutes) do no better. The critic does
   not learn which guesses the answers rule out (benchmarks/README.md, "Why
-  the ArCHer phase does not move the cloned policy"). The share of valid
-  questions stays at 97-99%.
+  the ArCHer phase does not move the cloned policy"), and with a critic that
+  knows them exactly the actor still does not learn to avoid them in this
+  budget ("With a perfect critic"). The share of valid questions stays at
+  97-99%.
 """
 
 from __future__ import annotations

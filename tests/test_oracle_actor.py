@@ -104,10 +104,20 @@ def test_the_actor_steps_on_the_oracle_advantage_and_no_critic_step_happens(
     )
     archer = bench.ActorOnlyArcher(config, tiny_policy, critic=critic, target=critic)
     before = {n: p.detach().clone() for n, p in tiny_policy.model.named_parameters()}
+    observations = [t.observation for t in episode.transitions]
+    ids = [t.action_token_ids or [] for t in episode.transitions]
+
+    def wasted_logp() -> float:
+        with torch.no_grad():
+            scored = tiny_policy.log_probs_packed(observations, ids)
+        return float(scored[1].sum() + scored[2].sum())
+
+    start = wasted_logp()
     archer.observe([episode])
     metrics = archer.update(1)
 
     assert not any(key.startswith("critic/") and key != "critic/buffer_size" for key in metrics)
     assert metrics["actor/raw_advantage_mean"] == pytest.approx(-0.5)  # 2 of 4 turns wasted
     assert archer.critic_updates == 0 and archer.actor_updates == 1
+    assert wasted_logp() < start  # the actor pushed the two wasted utterances down
     assert any(not torch.equal(before[n], p) for n, p in tiny_policy.model.named_parameters())
