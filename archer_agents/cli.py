@@ -340,11 +340,24 @@ def bc_command(
         bool, typer.Option(help="Train a LoRA adapter instead of all weights.")
     ] = False,
     only_successful: Annotated[bool, typer.Option(help="Clone successful episodes only.")] = False,
+    packed: Annotated[
+        bool,
+        typer.Option(
+            help="Batches of whole episodes (about --batch-size turns), each scored in one "
+            "packed sequence: the same loss, several times cheaper on whole-history prompts."
+        ),
+    ] = False,
+    warmup_steps: Annotated[
+        int, typer.Option(help="Linear learning-rate warm-up steps, then cosine decay.")
+    ] = 50,
     eval_env: Annotated[
         str | None, typer.Option(help="Evaluate on this environment's test split.")
     ] = None,
     eval_episodes: Annotated[int, typer.Option(help="Episodes per evaluation.")] = 200,
     eval_every: Annotated[int, typer.Option(help="Steps between evaluations (0: end only).")] = 500,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
 ) -> None:
     """Behaviour-clone a policy on episode logs and save it.
@@ -358,11 +371,17 @@ def bc_command(
         from archer_agents.training.bc import BCConfig
         from archer_agents.training.distributed import Distributed
 
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         config = BCConfig(
             steps=steps,
             batch_size=batch_size,
             learning_rate=lr,
+            warmup_steps=warmup_steps,
             only_successful=only_successful,
+            packed=packed,
             eval_every=eval_every,
             seed=seed,
         )

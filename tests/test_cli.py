@@ -145,3 +145,33 @@ def test_every_command_is_registered() -> None:
         "import-langsmith",
     ):
         assert f" {command} " in result.output, command
+
+
+def test_bc_passes_packing_warm_up_and_seed_to_the_cloning_it_runs(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from archer_agents.local_policy import LocalPolicy
+    from archer_agents.training.bc import BCConfig, behaviour_clone
+
+    log = tmp_path / "expert.jsonl"
+    result = run("rollout", TQ, "--policy", "expert", "--episodes", "4", "--out", str(log))
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "cloned"
+    result = run(
+        "bc", str(log), "--model", str(tiny_model_dir), "--out", str(out), "--steps", "3",
+        "--batch-size", "8", "--lr", "1e-2", "--packed", "--warmup-steps", "0", "--seed", "1",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+    by_hand = LocalPolicy.from_pretrained(tiny_model_dir)
+    config = BCConfig(
+        steps=3, batch_size=8, learning_rate=1e-2, packed=True, warmup_steps=0, seed=1
+    )
+    behaviour_clone(by_hand, read_episodes(log)[0], config)
+    saved = LocalPolicy.from_pretrained(out).model.state_dict()
+    start = LocalPolicy.from_pretrained(tiny_model_dir).model.state_dict()
+    for name, value in by_hand.model.state_dict().items():
+        assert torch.allclose(saved[name], value, atol=1e-6), name
+    assert any(not torch.equal(saved[n], start[n]) for n in start)
