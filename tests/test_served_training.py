@@ -132,6 +132,26 @@ def test_a_version_holds_the_weights_it_was_saved_from_and_no_others(
     assert not holds_weights(saved, wider)
 
 
+def test_module_names_in_another_order_are_the_same_adapter(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # PEFT writes target_modules in the process's string-hash order, so a reloaded
+    # adapter may list them differently (PYTHONHASHSEED=10 did, before the fix).
+    import json
+
+    policy = lora_policy(tiny_model_dir)
+    saved = AdapterRegistry(tmp_path / "reg").save(policy)
+    config_path = saved.path / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    for order in (sorted, lambda names: sorted(names, reverse=True)):
+        config["target_modules"] = order(config["target_modules"])
+        config_path.write_text(json.dumps(config))
+        assert holds_weights(saved, policy)
+    config["target_modules"] = config["target_modules"][:-1]  # one module fewer differs
+    config_path.write_text(json.dumps(config))
+    assert not holds_weights(saved, policy)
+
+
 class ScriptedArcher(Archer):
     """ArCHer that acts with the scripted expert: its actor is no sampler of its policy."""
 

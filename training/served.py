@@ -222,6 +222,11 @@ def holds_weights(version: AdapterVersion, policy: LocalPolicy) -> bool:
 def _adapter_config(directory: Path) -> dict[str, Any]:
     config = dict(json.loads((directory / "adapter_config.json").read_text()))
     config.pop("inference_mode", None)  # how it was loaded, not what it computes
+    for key, value in config.items():
+        # PEFT keeps module names (target_modules ...) in sets, written in the process's
+        # string-hash order: the same adapter reloaded may list them in another order.
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            config[key] = sorted(value)
     return config
 
 
