@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 
 from archer_agents.local_policy import LocalPolicy
 from archer_agents.schema import Episode, Transition
@@ -16,19 +14,13 @@ from archer_agents.tools.twenty_questions import TwentyQuestionsOracle
 from archer_agents.training.archer import ArcherConfig
 from archer_agents.training.bc import action_token_ids
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "oracle_actor.py"
 MINI = "archer/TwentyQuestionsMini-v0"
 START = "Questions:\n"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("oracle_actor", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("oracle_actor")
 
 
 @pytest.fixture(scope="module")

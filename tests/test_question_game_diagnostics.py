@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 from archer_agents.schema import Episode, Transition
 from archer_agents.tools.twenty_questions import TwentyQuestionsOracle
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "question_game_diagnostics.py"
 MINI = "archer/TwentyQuestionsMini-v0"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("question_game_diagnostics", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("question_game_diagnostics")
 
 
 def episode(task: str, actions: list[str], solved: bool) -> Episode:
