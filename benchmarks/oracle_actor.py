@@ -50,8 +50,6 @@ class RuleCritic(nn.Module):
     (B, 2), both heads equal).
     """
 
-    freeze_encoder = True
-
     def __init__(self, oracle: QuestionOracle) -> None:
         super().__init__()
         self.oracle = oracle
