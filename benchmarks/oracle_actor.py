@@ -175,6 +175,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if not (Path(args.policy) / "config.json").is_file():
+        parser.error(f"--policy {args.policy} is not a policy directory (no config.json)")
+    if (args.out / "checkpoints").exists():
+        parser.error(f"--out {args.out} already holds a run; choose another directory")
     torch.set_num_threads(args.threads)
     run(args.policy, args.env, args.out, args.minutes, args.overrides, args.seed)
 

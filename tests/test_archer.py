@@ -34,6 +34,13 @@ def small_archer(policy: LocalPolicy, **changes: object) -> Archer:
     return Archer(ArcherConfig(**{**SMALL, **changes}), policy)
 
 
+def gae_archer(policy: LocalPolicy, **changes: object) -> Archer:
+    """ArCHer with GAE over the newest rollout, the actor on from the first iteration."""
+    return small_archer(
+        policy, actor_states="latest", advantage_estimator="gae", warmup_iterations=0, **changes
+    )
+
+
 def play(archer: Archer, episodes: int = 3, seed: int = 0) -> list[Episode]:
     result = collect(
         make_env_factory(ENV_ID), archer.actor(), episodes, num_envs=episodes, seed=seed
@@ -294,14 +301,7 @@ def test_episode_batches_and_latest_states_train_and_survive_a_reload(
 def test_gae_with_lambda_zero_is_the_one_step_error_of_the_online_v(
     tiny_policy: LocalPolicy,
 ) -> None:
-    archer = small_archer(
-        tiny_policy,
-        actor_states="latest",
-        advantage_estimator="gae",
-        warmup_iterations=0,
-        actor_batch_size=64,
-        gamma=0.9,
-    )
+    archer = gae_archer(tiny_policy, actor_batch_size=64, gamma=0.9)
     episodes = play(archer, episodes=2)
     archer.observe(episodes)
     turns = [t for e in episodes for t in e.transitions]
@@ -326,14 +326,7 @@ def test_gae_needs_the_newest_rollout() -> None:
 def test_gae_minibatch_steps_take_the_rollout_in_turn_with_its_own_samples(
     tiny_policy: LocalPolicy,
 ) -> None:
-    archer = small_archer(
-        tiny_policy,
-        actor_states="latest",
-        advantage_estimator="gae",
-        warmup_iterations=0,
-        actor_steps=2,
-        actor_batch_size=1,  # one episode per step
-    )
+    archer = gae_archer(tiny_policy, actor_steps=2, actor_batch_size=1)  # one episode per step
     episodes = play(archer, episodes=2)
     archer.observe(episodes)
     seen: list[list[list[int]]] = []
