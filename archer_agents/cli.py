@@ -169,24 +169,37 @@ def init_model_command(
     output: Annotated[Path, typer.Argument(help="Directory to write the model and tokenizer to.")],
     size: Annotated[str, typer.Option(help="Named size: 'test' or 'demo'.")] = "demo",
     vocab_size: Annotated[int, typer.Option(help="Tokenizer vocabulary size.")] = 1024,
+    merge_within: Annotated[
+        str, typer.Option(help="Tokenizer merges stay within a 'word' or a 'line'.")
+    ] = "word",
     seed: Annotated[int, typer.Option(help="Seed for the weights.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing directory.")] = False,
 ) -> None:
     """Build the embedded default model: a small Llama, tokenizer trained on the envs' text."""
 
     def run() -> None:
-        from archer_agents.tiny_model import MODEL_SIZES, init_model
+        from archer_agents.tiny_model import MERGE_SCOPES, MODEL_SIZES, init_model
         from archer_agents.training.corpus import environment_corpus
 
         if size not in MODEL_SIZES:
             raise UserError(f"unknown size {size!r}; choose one of {sorted(MODEL_SIZES)}")
+        if merge_within not in MERGE_SCOPES:
+            raise UserError(
+                f"--merge-within must be one of {list(MERGE_SCOPES)}, not {merge_within!r}"
+            )
         if output.exists() and any(output.iterdir()) and not overwrite:
             raise UserError(f"{output} is not empty; pass --overwrite or choose another directory")
         with console.status("playing scripted agents for tokenizer text..."):
             texts = environment_corpus(seed=seed)
         with console.status(f"training tokenizer and building the {size} model..."):
             path = init_model(
-                output, texts, size=size, vocab_size=vocab_size, seed=seed, overwrite=overwrite
+                output,
+                texts,
+                size=size,
+                vocab_size=vocab_size,
+                seed=seed,
+                overwrite=overwrite,
+                merge_within=merge_within,  # type: ignore[arg-type]  # checked above
             )
         console.print(f"model written to [bold]{path}[/] ({len(texts)} corpus texts)")
 

@@ -75,7 +75,7 @@ ARCHER_PRESET: dict[str, dict[str, Any]] = {
         "num_envs": 64,
         "eval_every": 5,
         "eval_episodes": 100,
-        "checkpoint_every": 5,
+        "checkpoint_every": 10,
         "keep_checkpoints": 2,
     },
     "algorithm": {
@@ -125,8 +125,12 @@ def quickstart_command(
     bc_steps: Annotated[int, typer.Option(help="Behaviour-cloning steps.")] = 700,
     archer_minutes: Annotated[
         float, typer.Option(help="Time budget of the ArCHer phase, in minutes.")
-    ] = 3.5,
-    eval_episodes: Annotated[int, typer.Option(help="Test episodes per policy.")] = 260,
+    ] = 6.0,
+    eval_episodes: Annotated[int, typer.Option(help="Test episodes per policy.")] = 520,
+    merge_within: Annotated[
+        str,
+        typer.Option(help="The demo tokenizer's merges stay within a 'line' or a 'word'."),
+    ] = "line",
     overrides: Annotated[
         list[str] | None,
         typer.Option("--set", help="ArCHer/trainer override key=value (e.g. actor_lr=3e-4)."),
@@ -147,6 +151,7 @@ def quickstart_command(
             bc_steps=bc_steps,
             archer_minutes=archer_minutes,
             eval_episodes=eval_episodes,
+            merge_within=merge_within,
             overrides=list(overrides or []),
             threads=threads,
             seed=seed,
@@ -162,8 +167,9 @@ def quickstart(
     teacher: str = "expert",
     data_episodes: int = 1500,
     bc_steps: int = 700,
-    archer_minutes: float = 3.5,
-    eval_episodes: int = 260,
+    archer_minutes: float = 6.0,
+    eval_episodes: int = 520,
+    merge_within: str = "line",
     overrides: list[str] | None = None,
     threads: int = 1,
     seed: int = 0,
@@ -174,7 +180,7 @@ def quickstart(
     from archer_agents.cli_train import load_run_config
     from archer_agents.episode_log import EpisodeWriter
     from archer_agents.local_policy import LocalPolicy
-    from archer_agents.tiny_model import init_model
+    from archer_agents.tiny_model import MERGE_SCOPES, init_model
     from archer_agents.training.archer import Archer, ArcherConfig
     from archer_agents.training.bc import BCConfig, behaviour_clone
     from archer_agents.training.cached_rollout import CachedPolicyActor
@@ -184,6 +190,8 @@ def quickstart(
 
     if teacher not in ("expert", "weak"):
         raise UserError(f"--teacher must be weak or expert, not {teacher!r}")
+    if merge_within not in MERGE_SCOPES:
+        raise UserError(f"--merge-within must be one of {list(MERGE_SCOPES)}, not {merge_within!r}")
     trainer_config, archer_config = load_run_config(
         "archer",
         None,
@@ -230,6 +238,7 @@ def quickstart(
             size="demo",
             seed=seed,
             overwrite=True,
+            merge_within=merge_within,  # type: ignore[arg-type]  # checked above
         )
     policy = LocalPolicy.from_pretrained(model_dir, seed=seed)
     n_params = sum(p.numel() for p in policy.model.parameters())
@@ -271,11 +280,9 @@ def quickstart(
     step = time.perf_counter()
     rows: dict[str, Any] = {"random": evaluate("random", ScriptedActor("random", seed=seed))}
     rows[f"{teacher} scripted (teacher)"] = evaluate(teacher, ScriptedActor(teacher, seed=seed))
-    rows["expert scripted"] = (
-        rows[f"{teacher} scripted (teacher)"]
-        if teacher == "expert"
-        else evaluate("expert", ScriptedActor("expert", seed=seed))
-    )
+    if teacher != "expert":
+        rows["expert scripted"] = evaluate("expert", ScriptedActor("expert", seed=seed))
+    expert_row = rows["expert scripted" if teacher != "expert" else "expert scripted (teacher)"]
     assert isinstance(archer_config, ArcherConfig)
     archer = Archer(archer_config, policy)
     rows["behaviour-cloned"] = evaluate(
@@ -283,7 +290,7 @@ def quickstart(
     )
     timings["eval_before_s"] = time.perf_counter() - step
     bc_return = rows["behaviour-cloned"].mean_return.mean
-    expert_return = rows["expert scripted"].mean_return.mean
+    expert_return = expert_row.mean_return.mean
     console.print(summary_table(f"{env_id}: before ArCHer, test split", rows))
 
     console.rule(f"4. ArCHer ({archer_minutes:g} min budget)")

@@ -1,8 +1,12 @@
 """The project's embedded default models, built locally from the environments' text.
 
 Nothing is downloaded: a byte-level BPE tokenizer is trained on the text the
-environments produce (so frequent words become single tokens) and a small,
-randomly initialised Llama model is built on top of it. Llama rather than GPT-2
+environments produce and a small, randomly initialised Llama model is built on
+top of it. The tokenizer's merges stay within a word (``merge_within="word"``,
+as in the tokenizers of real LLMs: frequent words become single tokens) or
+within a line (``"line"``: frequent whole lines, such as a game's questions and
+its answered-question lines, become single tokens, so a game's history is several
+times shorter; the main job's choice, `archer_agents.quickstart`). Llama rather than GPT-2
 because vLLM serves LoRA adapters on Llama. Sizes are chosen for a CPU: the
 "demo" size (about 0.6M parameters) learns to ask valid Twenty Questions
 questions within a minute of behaviour cloning; a 3.2M-parameter model was five
@@ -22,9 +26,10 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 logger = logging.getLogger(__name__)
@@ -42,6 +47,11 @@ DEFAULT_VOCAB_SIZE = 1024
 """Upper bound; a small corpus may yield fewer tokens (BPE stops when no pair repeats)."""
 _MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
 """Every byte must be a token for the tokenizer to be lossless."""
+
+MergeScope = Literal["word", "line"]
+MERGE_SCOPES: tuple[MergeScope, ...] = ("word", "line")
+_LINE = Regex("[^\n]*\n?")
+"""One line with its newline: a line-scoped tokenizer never merges across a line break."""
 
 
 @dataclass(frozen=True)
@@ -83,21 +93,39 @@ MODEL_SIZES: dict[str, ModelSize] = {
 
 
 def train_tokenizer(
-    texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE
+    texts: Iterable[str],
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    merge_within: MergeScope = "word",
 ) -> PreTrainedTokenizerFast:
     """Train a lossless byte-level BPE tokenizer on ``texts``.
 
     Every byte is in the vocabulary, there is no normaliser and spaces are kept
     as they are, so ``decode(encode(x)) == x`` for any string. The tokenizer adds
     no special tokens by itself; ``bos_token + text`` encodes to ``[bos] + encode(text)``.
+    Merges stay within a word (``"word"``) or within a line (``"line"``); with
+    ``"line"``, a text that ends with a newline encodes to a prefix of the
+    encoding of any text it begins (a growing history keeps its tokens).
     """
     if vocab_size < _MIN_VOCAB_SIZE:
         raise ValueError(
             f"vocab_size {vocab_size} is too small: a byte-level tokenizer needs the 256 bytes "
             f"plus {len(SPECIAL_TOKENS)} special tokens; use at least {_MIN_VOCAB_SIZE}"
         )
+    if merge_within not in MERGE_SCOPES:
+        raise ValueError(
+            f"merge_within must be one of {list(MERGE_SCOPES)}, not {merge_within!r}: 'word' keeps "
+            "merges inside words, 'line' lets whole lines become tokens"
+        )
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if merge_within == "word":
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(_LINE, behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -149,10 +177,12 @@ def init_model(
     vocab_size: int = DEFAULT_VOCAB_SIZE,
     seed: int = 0,
     overwrite: bool = False,
+    merge_within: MergeScope = "word",
 ) -> Path:
     """Train a tokenizer on ``texts``, build a model of ``size`` and save both to ``output_dir``.
 
-    Deterministic for a given corpus, size, vocabulary size and seed. Returns the
+    ``merge_within`` is the tokenizer's (`train_tokenizer`). Deterministic for a
+    given corpus, size, vocabulary size, merge scope and seed. Returns the
     directory, ready for ``AutoModelForCausalLM.from_pretrained``.
     """
     output_dir = Path(output_dir)
@@ -171,7 +201,7 @@ def init_model(
             "on; pass the environments' observations and actions as texts"
         )
 
-    tokenizer = train_tokenizer(corpus, vocab_size=vocab_size)
+    tokenizer = train_tokenizer(corpus, vocab_size=vocab_size, merge_within=merge_within)
     model = build_model(tokenizer, size=size, seed=seed)
     # Write next to the target, then swap, so a failure never leaves a half-written model.
     output_dir.parent.mkdir(parents=True, exist_ok=True)

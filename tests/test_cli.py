@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,7 @@ def test_eval_compares_policies_on_the_test_split() -> None:
         (("bc", "missing.jsonl", "--model", "m", "--out", "o"), "missing.jsonl does not exist"),
         (("play", TQ, "--task-id", "unicorn-xyz"), "not in the train split"),
         (("quickstart", "--teacher", "oracle"), "--teacher must be"),
+        (("quickstart", "--merge-within", "page"), "--merge-within must be one of"),
         (("train", "--offline", "--offline-then-online"), "exclude each other"),
         (("train", "--episodes", "log.jsonl"), "add --offline or --offline-then-online"),
         (("train", "--offline", "--episodes", "nowhere.jsonl"), "not found: nowhere.jsonl"),
@@ -102,6 +104,19 @@ def test_init_model_builds_a_reloadable_model(tmp_path: Path) -> None:
     assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
     again = run("init-model", str(out), "--size", "test")
     assert again.exit_code == 2 and "--overwrite" in again.output
+    wrong = run("init-model", str(out), "--merge-within", "sentence", "--overwrite")
+    assert wrong.exit_code == 2 and "--merge-within must be one of" in wrong.output
+    assert AutoTokenizer.from_pretrained(out).encode(text) == tokenizer.encode(text)  # untouched
+    lines = run("init-model", str(out), "--size", "test", "--merge-within", "line", "--overwrite")
+    assert lines.exit_code == 0, lines.output
+    line_tokenizer = AutoTokenizer.from_pretrained(out)
+
+    def spanning_words(vocab: dict[str, int]) -> list[str]:  # "Ġ" is a space
+        return [token for token in vocab if re.search(r"[A-Za-z]Ġ", token)]
+
+    assert spanning_words(line_tokenizer.get_vocab())
+    assert not spanning_words(tokenizer.get_vocab())
+    assert line_tokenizer.decode(line_tokenizer.encode(text)) == text
 
 
 @pytest.mark.parametrize(

@@ -145,3 +145,58 @@ def test_model_sizes_respect_vllm_head_dims() -> None:
     assert all(size.head_dim in SUPPORTED_HEAD_DIMS for size in MODEL_SIZES.values())
     with pytest.raises(ValueError, match="head_dim 16"):
         ModelSize(hidden_size=64, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
+
+
+@pytest.fixture(scope="module")
+def line_tokenizer(tiny_corpus):
+    return train_tokenizer(tiny_corpus, vocab_size=512, merge_within="line")
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text())
+def test_line_tokenizer_round_trips_any_text(line_tokenizer, text: str) -> None:
+    assert line_tokenizer.decode(line_tokenizer.encode(text)) == text
+
+
+def test_line_tokenizer_makes_frequent_lines_single_tokens(line_tokenizer, tokenizer) -> None:
+    for line in ["Questions:\n", "Is it an animal? No.\n", "Is it a vehicle? Yes.\n"]:
+        assert len(line_tokenizer.encode(line)) == 1, line_tokenizer.convert_ids_to_tokens(
+            line_tokenizer.encode(line)
+        )
+    history = "Questions:\nIs it an animal? No.\nIs it a vehicle? Yes.\n"
+    assert len(line_tokenizer.encode(history)) < len(tokenizer.encode(history)) / 3
+    # Merges never cross a line break: a second line is tokenized on its own.
+    assert line_tokenizer.encode(history) == [
+        *line_tokenizer.encode("Questions:\n"),
+        *line_tokenizer.encode("Is it an animal? No.\n"),
+        *line_tokenizer.encode("Is it a vehicle? Yes.\n"),
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(
+        st.text(alphabet=st.characters(exclude_characters="\n", codec="utf-8")), max_size=4
+    ),
+    rest=st.text(),
+)
+def test_line_tokenizer_keeps_the_tokens_of_a_growing_history(
+    line_tokenizer, lines: list[str], rest: str
+) -> None:
+    history = "".join(line + "\n" for line in lines)
+    ids = line_tokenizer.encode(history)
+    assert line_tokenizer.encode(history + rest)[: len(ids)] == ids
+
+
+def test_init_model_records_the_merge_scope_in_the_saved_tokenizer(
+    tmp_path: Path, tiny_corpus
+) -> None:
+    line = init_model(tmp_path / "line", tiny_corpus, size="test", merge_within="line")
+    word = init_model(tmp_path / "word", tiny_corpus, size="test")
+    reloaded = {d.name: AutoTokenizer.from_pretrained(d) for d in (line, word)}
+    text = "Is it an animal? No.\n"
+    assert len(reloaded["line"].encode(text)) == 1
+    assert len(reloaded["word"].encode(text)) > 1
+    with pytest.raises(ValueError, match="merge_within must be one of"):
+        init_model(tmp_path / "bad", tiny_corpus, size="test", merge_within="sentence")  # type: ignore[arg-type]
+    assert not (tmp_path / "bad").exists()

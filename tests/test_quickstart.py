@@ -1,0 +1,66 @@
+"""The main job (`archer quickstart`), end to end on a budget of seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from archer_agents.quickstart import quickstart
+
+
+def test_quickstart_writes_every_result_of_the_main_job(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    summary = quickstart(
+        out,
+        data_episodes=16,
+        bc_steps=2,
+        archer_minutes=0.05,
+        eval_episodes=8,
+        overrides=[
+            "trainer.episodes_per_iteration=8",
+            "trainer.num_envs=8",
+            "trainer.eval_episodes=4",
+        ],
+    )
+    assert list(summary["rows"]) == [
+        "random",
+        "expert scripted (teacher)",
+        "behaviour-cloned",
+        "ArCHer",
+    ]
+    assert all(row["episodes"] == 8 for row in summary["rows"].values())
+    assert summary["rows"]["expert scripted (teacher)"]["success"]["mean"] == 1.0
+    assert summary["iterations"] >= 1 and summary["episodes"] == 8 * summary["iterations"]
+    assert json.loads((out / "summary.json").read_text())["gap_closed"] == summary["gap_closed"]
+    for name in ("expert_episodes.jsonl", "episodes.jsonl", "metrics.jsonl", "learning_curve.png"):
+        assert (out / name).stat().st_size > 0, name
+    for name in ("model", "bc_policy", "policy"):
+        assert (out / name / "tokenizer.json").is_file(), name
+    # The demo tokenizer merges within lines: an answered question is one token.
+    tokenizer = AutoTokenizer.from_pretrained(out / "model")
+    assert len(tokenizer.encode("Is it alive? No.\n")) == 1
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_quickstart_passes_the_merge_scope_to_the_model_it_builds(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import archer_agents.tiny_model
+
+    seen = []
+
+    def record(*args, **kwargs):
+        seen.append(kwargs["merge_within"])
+        raise _Stop
+
+    monkeypatch.setattr(archer_agents.tiny_model, "init_model", record)
+    for scope in ("word", "line"):
+        with pytest.raises(_Stop):
+            quickstart(tmp_path / scope, merge_within=scope)
+    assert seen == ["word", "line"]
