@@ -28,7 +28,7 @@ added to an output directory one invocation at a time.
 
     archer quickstart --env-id archer/TwentyQuestionsMini-v0 --out runs/quickstart
     python benchmarks/sample_efficiency.py --bc runs/quickstart/bc_policy \\
-        --env archer/TwentyQuestionsMini-v0 --trajectories 512 --eval-every 128 --seeds 3
+        --env archer/TwentyQuestionsMini-v0 --trajectories 4096 --eval-every 512 --seeds 3
 
 Without ``--bc`` the script builds the cloned policy with the main job itself
 (`quickstart.quickstart`, its ArCHer phase cut to one iteration) under
