@@ -4,10 +4,10 @@ Nothing is downloaded: a byte-level BPE tokenizer is trained on the text the
 environments produce and a small, randomly initialised Llama model is built on
 top of it. The tokenizer's merges stay within a word (``merge_within="word"``,
 as in the tokenizers of real LLMs: frequent words become single tokens) or
-within a line (``"line"``: frequent whole lines, such as a game's questions and
-its answered-question lines, become single tokens, so a game's history is several
-times shorter; the main job's choice, `archer_agents.quickstart`). Llama rather than GPT-2
-because vLLM serves LoRA adapters on Llama. Sizes are chosen for a CPU: the
+within a line (``"line"``: frequent whole lines, such as a game's questions
+and its answered-question lines, become single tokens, so a game's history is
+several times shorter; the main job's choice, `archer_agents.quickstart`).
+Llama rather than GPT-2 because vLLM serves LoRA adapters on Llama. Sizes are chosen for a CPU: the
 "demo" size (about 0.6M parameters) learns to ask valid Twenty Questions
 questions within a minute of behaviour cloning; a 3.2M-parameter model was five
 times slower per step and no better per step. Heads are 32 wide, one of the
