@@ -12,13 +12,16 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from archer_agents.tiny_model import MergeScope
 
 console = Console()
 app = typer.Typer(
@@ -47,6 +50,16 @@ def _run(fn: Callable[[], T]) -> T:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
         raise typer.Exit(code=2) from None
+
+
+def merge_scope(value: str) -> MergeScope:
+    """The ``--merge-within`` option's value, checked: one clear line when it is not a scope."""
+    from archer_agents.tiny_model import MERGE_SCOPES
+
+    for scope in MERGE_SCOPES:
+        if value == scope:
+            return scope
+    raise UserError(f"--merge-within must be one of {list(MERGE_SCOPES)}, not {value!r}")
 
 
 def _progress(disable: bool = False) -> Progress:
@@ -178,15 +191,12 @@ def init_model_command(
     """Build the embedded default model: a small Llama, tokenizer trained on the envs' text."""
 
     def run() -> None:
-        from archer_agents.tiny_model import MERGE_SCOPES, MODEL_SIZES, init_model
+        from archer_agents.tiny_model import MODEL_SIZES, init_model
         from archer_agents.training.corpus import environment_corpus
 
         if size not in MODEL_SIZES:
             raise UserError(f"unknown size {size!r}; choose one of {sorted(MODEL_SIZES)}")
-        if merge_within not in MERGE_SCOPES:
-            raise UserError(
-                f"--merge-within must be one of {list(MERGE_SCOPES)}, not {merge_within!r}"
-            )
+        scope = merge_scope(merge_within)
         if output.exists() and any(output.iterdir()) and not overwrite:
             raise UserError(f"{output} is not empty; pass --overwrite or choose another directory")
         with console.status("playing scripted agents for tokenizer text..."):
@@ -199,7 +209,7 @@ def init_model_command(
                 vocab_size=vocab_size,
                 seed=seed,
                 overwrite=overwrite,
-                merge_within=merge_within,  # type: ignore[arg-type]  # checked above
+                merge_within=scope,
             )
         console.print(f"model written to [bold]{path}[/] ({len(texts)} corpus texts)")
 

@@ -75,6 +75,7 @@ from archer_agents.cli import (
     _run,
     app,
     console,
+    merge_scope,
     summary_table,
 )
 
@@ -190,7 +191,7 @@ def quickstart(
     from archer_agents.cli_train import load_run_config
     from archer_agents.episode_log import EpisodeWriter
     from archer_agents.local_policy import LocalPolicy
-    from archer_agents.tiny_model import MERGE_SCOPES, init_model
+    from archer_agents.tiny_model import init_model
     from archer_agents.training.archer import Archer, ArcherConfig
     from archer_agents.training.bc import BCConfig, behaviour_clone
     from archer_agents.training.cached_rollout import CachedPolicyActor
@@ -200,8 +201,7 @@ def quickstart(
 
     if teacher not in ("expert", "weak"):
         raise UserError(f"--teacher must be weak or expert, not {teacher!r}")
-    if merge_within not in MERGE_SCOPES:
-        raise UserError(f"--merge-within must be one of {list(MERGE_SCOPES)}, not {merge_within!r}")
+    scope = merge_scope(merge_within)
     trainer_config, archer_config = load_run_config(
         "archer",
         None,
@@ -248,7 +248,7 @@ def quickstart(
             size="demo",
             seed=seed,
             overwrite=True,
-            merge_within=merge_within,  # type: ignore[arg-type]  # checked above
+            merge_within=scope,
         )
     policy = LocalPolicy.from_pretrained(model_dir, seed=seed)
     n_params = sum(p.numel() for p in policy.model.parameters())
@@ -289,10 +289,15 @@ def quickstart(
     console.rule("3. before: scripted agents and the cloned policy (test split)")
     step = time.perf_counter()
     rows: dict[str, Any] = {"random": evaluate("random", ScriptedActor("random", seed=seed))}
-    rows[f"{teacher} scripted (teacher)"] = evaluate(teacher, ScriptedActor(teacher, seed=seed))
-    if teacher != "expert":
-        rows["expert scripted"] = evaluate("expert", ScriptedActor("expert", seed=seed))
-    expert_row = rows["expert scripted" if teacher != "expert" else "expert scripted (teacher)"]
+    teacher_row = rows[f"{teacher} scripted (teacher)"] = evaluate(
+        teacher, ScriptedActor(teacher, seed=seed)
+    )
+    if teacher == "expert":
+        expert_row = teacher_row
+    else:
+        expert_row = rows["expert scripted"] = evaluate(
+            "expert", ScriptedActor("expert", seed=seed)
+        )
     assert isinstance(archer_config, ArcherConfig)
     archer = Archer(archer_config, policy)
     rows["behaviour-cloned"] = evaluate(
