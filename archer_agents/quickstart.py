@@ -1,6 +1,6 @@
 """The main job: the embedded default model learns Twenty Questions on a CPU, then ArCHer.
 
-`archer quickstart` (``make demo``), from nothing, in about ten minutes on two cores:
+`archer quickstart` (``make demo``), from nothing, in about nine minutes on two cores:
 
 1. build the embedded demo model (a 0.6M-parameter Llama, tokenizer trained on
    the game's text);
@@ -31,31 +31,31 @@ benchmarks/README.md, "The main job"):
   each answered line of the history, is one token, so a history is about 8
   times shorter than with word-level merges. Cloning is 3.4 times faster (52 s
   instead of 177 s for 700 steps) and an ArCHer iteration 4 times faster
-  (3.4 s instead of 13.8 s), which is what lets ArCHer run about 100
-  iterations here. ``--merge-within word`` builds the word-level tokenizer of
-  real LLMs; ArCHer then gets about 26 iterations in the same time and does
-  not move the cloned policy.
+  (3.4 s instead of 13.8 s, 64 episodes each), which is what lets ArCHer run
+  about 100 iterations here. ``--merge-within word`` builds the word-level
+  tokenizer of real LLMs; ArCHer then gets about 26 iterations in the same
+  time and does not move the cloned policy.
 - The teacher is the scripted expert: its near-deterministic questions are
   cloned several times faster than the weak agent's random ones.
 - One torch thread: on two shared cores a second thread made every forward
   pass slower, up to several times.
 - ArCHer (`ARCHER_PRESET`) at CPU scale, not the paper's settings (see
-  `ArcherConfig` for those): ten critic steps of 64 turns per iteration on
-  whole episodes (their fresh a_pi share their histories); a hashed-feature
-  critic that sees each turn's question and answer together; one actor step
-  per iteration on its own episodes, scored packed, with GAE over the online
-  V; advantage normalisation and clipping, the visit-count guard and a penalty
-  for invalid questions (ALGORITHM.md's stability measures). Six minutes are
-  about 105 iterations (6,700 episodes); ArCHer then closes 20-40% of the gap
-  between the cloned policy and the expert (the target is half), with at
-  least 98.5% valid questions in every rollout. Actor learning rate 3e-4,
-  two actor steps per iteration or GAE lambda 1 did no better in the same
-  time. The cloned policy loses its turns to guesses the answers rule out and
-  to guessing before its questions narrow the objects down; the critic does
-  not learn the first (benchmarks/README.md, "The main job" and "Why the
-  ArCHer phase did not move the word-level cloned policy"), and even a critic
-  that knows them exactly does not teach the actor to avoid them in this
-  budget ("With a perfect critic").
+  `ArcherConfig` for those): iterations of 128 episodes; three critic steps
+  of 64 turns per iteration on whole episodes (their fresh a_pi share their
+  histories); a hashed-feature critic that sees each turn's question and
+  answer together; one actor step per iteration over all its episodes' turns,
+  scored packed, with GAE over the online V; advantage normalisation and
+  clipping, the visit-count guard and a penalty for invalid questions
+  (ALGORITHM.md's stability measures). Seven minutes are about 110
+  iterations (14,000 episodes); ArCHer then closes about half of the gap
+  between the cloned policy and the expert (46% in the measured main job,
+  39-54% in three 6-minute runs), with at least 98.4% valid questions in
+  every rollout. Iterations of 64 episodes closed 21-39%: the actor's step
+  needs the larger batch. Actor learning rates of 4e-4 and above, a KL anchor
+  and a linearly annealed rate did no better, and dipped below 98% valid
+  questions in some runs. ArCHer cuts the cloned policy's guesses that the
+  answers rule out by two thirds; the rest of the gap is guessing before its
+  questions narrow the objects down (benchmarks/README.md, "The main job").
 """
 
 from __future__ import annotations
@@ -82,9 +82,9 @@ from archer_agents.cli import (
 ARCHER_PRESET: dict[str, dict[str, Any]] = {
     "trainer": {
         "iterations": 1000,
-        "episodes_per_iteration": 64,
-        "num_envs": 64,
-        "eval_every": 5,
+        "episodes_per_iteration": 128,
+        "num_envs": 128,
+        "eval_every": 10,
         "eval_episodes": 100,
         "checkpoint_every": 10,
         "keep_checkpoints": 2,
@@ -92,13 +92,13 @@ ARCHER_PRESET: dict[str, dict[str, Any]] = {
     "algorithm": {
         "encoder": "hashing-lines",
         "critic_lr": 3e-3,
-        "critic_steps": 10,
+        "critic_steps": 3,
         "critic_batch_size": 64,
         "critic_batches": "episodes",
         "polyak_tau": 0.3,
-        "actor_lr": 1e-4,
+        "actor_lr": 3e-4,
         "actor_steps": 1,
-        "actor_batch_size": 512,
+        "actor_batch_size": 1024,
         "actor_states": "latest",
         "advantage_estimator": "gae",
         "gae_lambda": 0.9,
@@ -136,7 +136,7 @@ def quickstart_command(
     bc_steps: Annotated[int, typer.Option(help="Behaviour-cloning steps.")] = 700,
     archer_minutes: Annotated[
         float, typer.Option(help="Time budget of the ArCHer phase, in minutes.")
-    ] = 6.0,
+    ] = 7.0,
     eval_episodes: Annotated[int, typer.Option(help="Test episodes per policy.")] = 520,
     merge_within: Annotated[
         str,
@@ -178,7 +178,7 @@ def quickstart(
     teacher: str = "expert",
     data_episodes: int = 1500,
     bc_steps: int = 700,
-    archer_minutes: float = 6.0,
+    archer_minutes: float = 7.0,
     eval_episodes: int = 520,
     merge_within: str = "line",
     overrides: list[str] | None = None,

@@ -76,9 +76,10 @@ BASELINE_PRESETS: dict[str, dict[str, Any]] = {
         "max_new_tokens": _ARCHER["max_new_tokens"],
     },
     # Trajectory-level REINFORCE with a batch-mean baseline (training.reinforce): one step per
-    # batch of 64 episodes. learning_rate tried on seed 0: 3e-5, 1e-4, 3e-4.
+    # batch of 128 episodes. learning_rate tried on seed 0 with batches of 64: 3e-5, 1e-4, 3e-4;
+    # 3e-4 with batches of 128 (3 seeds) ended above 1e-4 with 64, as ArCHer's actor did.
     "reinforce": {
-        "learning_rate": 1e-4,
+        "learning_rate": 3e-4,
         "max_new_tokens": _ARCHER["max_new_tokens"],
     },
     # Online filtered BC (training.filtered_bc): the paper's 90th percentile; 10 steps of 64
@@ -90,13 +91,13 @@ BASELINE_PRESETS: dict[str, dict[str, Any]] = {
         "learning_rate": 3e-5,
         "max_new_tokens": _ARCHER["max_new_tokens"],
     },
-    # CHAI (training.chai): ArCHer's critic exactly as the main job trains it (same encoder,
-    # learning rate, steps, batch and Polyak rate), best of the paper's 5 candidates by target
+    # CHAI (training.chai): ArCHer's critic (same encoder, learning rate, batch and Polyak
+    # rate), 10 steps per iteration of 64 episodes, best of the paper's 5 candidates by target
     # min Q; the policy itself is never trained.
     "chai": {
         "encoder": _ARCHER["encoder"],
         "critic_lr": _ARCHER["critic_lr"],
-        "critic_steps": _ARCHER["critic_steps"],
+        "critic_steps": 10,
         "critic_batch_size": _ARCHER["critic_batch_size"],
         "polyak_tau": _ARCHER["polyak_tau"],
         "num_candidates": 5,
@@ -105,9 +106,21 @@ BASELINE_PRESETS: dict[str, dict[str, Any]] = {
 }
 """CPU-scale settings of the baselines for the 0.6M-parameter demo model.
 
+Each collects `EPISODES_PER_ITERATION` episodes per iteration.
+
 Learning rates are far above the paper's 7B ones (1e-6 to 1e-5), as ArCHer's
 are in the main job; every method samples at most as many tokens per utterance
 as ArCHer does (12). ``--set`` overrides any of them."""
+
+EPISODES_PER_ITERATION: dict[str, int] = {
+    "archer": ARCHER_PRESET["trainer"]["episodes_per_iteration"],
+    "ppo": 64,
+    "reinforce": 128,
+    "filtered_bc": 64,
+    "chai": 64,
+}
+"""Each method's batch of episodes per iteration: the main job's for ArCHer, and for each
+baseline the one its learning rate was chosen at (benchmarks/README.md, "Sample efficiency")."""
 
 BENCHMARK_TRAINER_KEYS = ("iterations", "eval_every", "eval_episodes", "seed")
 """Trainer settings the benchmark sets itself (from --trajectories, --eval-every, ...)."""
@@ -367,9 +380,10 @@ def run_config(
     _, config_class = algorithm_classes(algo)
     preset = _ARCHER if algo == "archer" else BASELINE_PRESETS[algo]
     seeded = [f"algorithm.seed={seed}"] if "seed" in config_class.model_fields else []
+    batch = EPISODES_PER_ITERATION[algo]
     trainer_defaults = {
-        "episodes_per_iteration": ARCHER_PRESET["trainer"]["episodes_per_iteration"],
-        "num_envs": ARCHER_PRESET["trainer"]["num_envs"],
+        "episodes_per_iteration": batch,
+        "num_envs": batch,
         "checkpoint_every": 0,  # only after the last iteration: the curves need no resuming
         "keep_checkpoints": 1,
         "tensorboard": False,

@@ -61,6 +61,21 @@ def test_overrides_go_to_their_method_and_the_budget_is_not_overridable(
         bench.run_config("ppo", 0, [], trajectories=100, eval_every=64, eval_episodes=4)
 
 
+def test_each_method_runs_its_own_batch_and_archer_the_main_jobs(bench: ModuleType) -> None:
+    from archer_agents.quickstart import ARCHER_PRESET
+
+    batches = bench.EPISODES_PER_ITERATION
+    assert set(batches) == set(bench.ALGORITHMS)
+    assert batches["archer"] == ARCHER_PRESET["trainer"]["episodes_per_iteration"]
+    for algo in bench.ALGORITHMS:
+        batch = batches[algo]
+        trainer, _ = bench.run_config(
+            algo, 0, [], trajectories=512, eval_every=256, eval_episodes=4
+        )
+        assert (trainer.episodes_per_iteration, trainer.num_envs) == (batch, batch)
+        assert (trainer.iterations, trainer.eval_every) == (512 // batch, 256 // batch)
+
+
 @pytest.mark.slow  # about ten seconds on an idle core: four short training runs
 def test_main_writes_table_json_and_curves(
     bench: ModuleType, tiny_model_dir: Path, tmp_path: Path
