@@ -20,7 +20,8 @@ Printed and written to ``OUT``:
 
 ArCHer runs with `archer_agents.quickstart.ARCHER_PRESET`, so this benchmark
 measures what the main job trains. Each baseline has a CPU-scale preset of its
-own (`BASELINE_PRESETS`, documented there); ``--set algo.key=value`` overrides
+own (`BASELINE_PRESETS`, documented there) and its own batch of episodes per
+iteration (`EPISODES_PER_ITERATION`); ``--set algo.key=value`` overrides
 any setting of one method (``--set ppo.policy_lr=1e-4``,
 ``--set ppo.trainer.episodes_per_iteration=128``). A finished run whose
 resolved config is unchanged is read back instead of rerun, so runs can be
