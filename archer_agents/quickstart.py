@@ -52,8 +52,8 @@ benchmarks/README.md, "The main job"):
   39-54% in three 6-minute runs), with at least 98.4% valid questions in
   every rollout. Iterations of 64 episodes closed 21-39%: the actor's step
   needs the larger batch. Actor learning rates of 4e-4 and above, a KL anchor
-  and a linearly annealed rate did no better, and dipped below 98% valid
-  questions in some runs. ArCHer cuts the cloned policy's guesses that the
+  and a linearly annealed rate did not do clearly better, and some of their
+  runs dipped below 98% valid questions. ArCHer cuts the cloned policy's guesses that the
   answers rule out by two thirds; the rest of the gap is guessing before its
   questions narrow the objects down (benchmarks/README.md, "The main job").
 """
