@@ -62,11 +62,9 @@ def test_overrides_go_to_their_method_and_the_budget_is_not_overridable(
 
 
 def test_each_method_runs_its_own_batch_and_archer_the_main_jobs(bench: ModuleType) -> None:
-    from archer_agents.quickstart import ARCHER_PRESET
-
     batches = bench.EPISODES_PER_ITERATION
     assert set(batches) == set(bench.ALGORITHMS)
-    assert batches["archer"] == ARCHER_PRESET["trainer"]["episodes_per_iteration"]
+    assert batches["archer"] == bench.ARCHER_PRESET["trainer"]["episodes_per_iteration"]
     for algo in bench.ALGORITHMS:
         batch = batches[algo]
         trainer, _ = bench.run_config(
