@@ -27,6 +27,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ from transformers import (
 
 from archer_agents.policy import Generation, SamplingParams, prompt_budget
 from archer_agents.prompts import render_prompt
+
+PROMPT_CACHE_SIZE = 16_384
+"""Observations whose prompt ids a policy remembers (a few training iterations' worth)."""
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +83,7 @@ class PromptCache:
     ids: list[int]
     """The prompt's token ids (bos included) whose keys and values these are."""
     layers: list[tuple[torch.Tensor, torch.Tensor]]
-    """Per layer, keys and values of shape (heads, len(ids), head_dim)."""
+    """Per layer, keys and values of shape (len(ids), heads, head_dim)."""
 
 
 class LocalPolicy:
@@ -115,6 +119,9 @@ class LocalPolicy:
             self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self._cache_name = _cache_argument_name(model)
         self._warned_truncation = False
+        # A rollout's observations are tokenised again by the critic's and the actor's
+        # steps; the tokenizer never changes, so remember the most recent ones.
+        self._encode_prompt = lru_cache(maxsize=PROMPT_CACHE_SIZE)(self._encode_prompt_uncached)
 
     # -- construction and saving -----------------------------------------------
     @classmethod
@@ -198,9 +205,7 @@ class LocalPolicy:
         tokenizer, the text ``bos_token + render_prompt(observation)`` encodes to
         the same ids, which is what a server should be sent.
         """
-        ids: list[int] = self.tokenizer(render_prompt(observation), add_special_tokens=False)[
-            "input_ids"
-        ]
+        ids = list(self._encode_prompt(observation))
         head = [] if self.bos_id is None else [self.bos_id]
         if not head and not ids:
             raise ValueError(
@@ -220,6 +225,10 @@ class LocalPolicy:
                 self._warned_truncation = True
             ids = ids[len(ids) - keep :] if keep else []
         return head + ids
+
+    def _encode_prompt_uncached(self, observation: str) -> tuple[int, ...]:
+        encoded = self.tokenizer(render_prompt(observation), add_special_tokens=False)
+        return tuple(encoded["input_ids"])
 
     # -- sampling ------------------------------------------------------------------
     def generate(
@@ -369,6 +378,10 @@ class LocalPolicy:
                 input_ids, mask, _positions(mask), None, use_cache=True, logits_to_keep=1
             )
         cache = getattr(out, self._cache_name)
+        # (R, T, H, d) views: a turn's cache is a slice of its chain's row, shared, not copied.
+        per_layer = [
+            (layer.keys.transpose(1, 2), layer.values.transpose(1, 2)) for layer in cache.layers
+        ]
         width = input_ids.shape[1]
         for row, chain_index in enumerate(rows):
             start = width - len(longest[chain_index])  # left padding
@@ -377,11 +390,7 @@ class LocalPolicy:
                 if n < 1:
                     continue
                 layers = [
-                    (
-                        layer.keys[row, :, start : start + n].clone(),
-                        layer.values[row, :, start : start + n].clone(),
-                    )
-                    for layer in cache.layers
+                    (k[row, start : start + n], v[row, start : start + n]) for k, v in per_layer
                 ]
                 caches[i] = PromptCache(ids=prompts[i][:-1], layers=layers)
         return caches
@@ -409,17 +418,17 @@ class LocalPolicy:
             mask[i, width_c + width_n - len(tail) :] = 1
         past = None
         if width_c:
+            cached_slots = mask[:, :width_c].bool()  # (B, Lc): where row i's cache goes
+            rows = [c for c in caches if c is not None]
             layers = []
-            template = next(c for c in caches if c is not None).layers
-            for layer, (k0, v0) in enumerate(template):
-                keys = k0.new_zeros(batch, k0.shape[0], width_c, k0.shape[-1])  # (B, H, Lc, d)
-                values = v0.new_zeros(batch, v0.shape[0], width_c, v0.shape[-1])
-                for i, cache in enumerate(caches):
-                    if cache is not None:
-                        k, v = cache.layers[layer]
-                        keys[i, :, width_c - cached[i] :] = k
-                        values[i, :, width_c - cached[i] :] = v
-                layers.append((keys, values))
+            for layer in range(len(rows[0].layers)):
+                pair = []
+                for part in (0, 1):  # keys, values
+                    flat = torch.cat([c.layers[layer][part] for c in rows])  # (sum n_i, H, d)
+                    padded = flat.new_zeros(batch, width_c, *flat.shape[1:])  # (B, Lc, H, d)
+                    padded[cached_slots] = flat
+                    pair.append(padded.transpose(1, 2))  # (B, H, Lc, d)
+                layers.append((pair[0], pair[1]))
             past = DynamicCache(ddp_cache_data=layers)
         mask, positions, input_ids = (
             mask.to(self.device),
@@ -428,26 +437,20 @@ class LocalPolicy:
         )
         out = self._forward(input_ids, mask, positions, past, use_cache=True, logits_to_keep=1)
         cache = getattr(out, self._cache_name)
-        new_caches = []
-        for i, (tail, n) in enumerate(zip(tails, cached, strict=True)):
-            row_layers = []
-            for layer in cache.layers:
-                keep = torch.cat(
-                    [
-                        layer.keys[i, :, width_c - n : width_c],
-                        layer.keys[i, :, width_c + width_n - len(tail) :],
-                    ],
-                    dim=1,
-                ).clone()  # (H, L, d)
-                kept_values = torch.cat(
-                    [
-                        layer.values[i, :, width_c - n : width_c],
-                        layer.values[i, :, width_c + width_n - len(tail) :],
-                    ],
-                    dim=1,
-                ).clone()
-                row_layers.append((keep, kept_values))
-            new_caches.append(PromptCache(ids=list(prompts[i]), layers=row_layers))
+        # Each row keeps its cached head and its new tail: exactly where the mask is 1.
+        kept = mask.bool()  # (B, Lc + Ln)
+        lengths = [len(prompt) for prompt in prompts]
+        pieces = [
+            (
+                layer.keys.transpose(1, 2)[kept].split(lengths),  # per row (L_i, H, d)
+                layer.values.transpose(1, 2)[kept].split(lengths),
+            )
+            for layer in cache.layers
+        ]
+        new_caches = [
+            PromptCache(ids=list(prompt), layers=[(keys[i], values[i]) for keys, values in pieces])
+            for i, prompt in enumerate(prompts)
+        ]
         return out, mask, positions, new_caches
 
     def _sample(

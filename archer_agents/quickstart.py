@@ -61,6 +61,7 @@ benchmarks/README.md, "The main job"):
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -147,8 +148,16 @@ def quickstart_command(
         typer.Option("--set", help="ArCHer/trainer override key=value (e.g. actor_lr=3e-4)."),
     ] = None,
     threads: Annotated[
-        int, typer.Option(help="CPU threads for torch (1 is fastest when the cores are shared).")
+        int,
+        typer.Option(help="CPU threads for torch, per process (1 is fastest on shared cores)."),
     ] = 1,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes training ArCHer together, each playing its share of every "
+            "iteration's episodes (default: 2, or 1 on a one-core machine).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
 ) -> None:
     """The main job: build a model, clone a teacher, train it with ArCHer, compare."""
@@ -165,6 +174,7 @@ def quickstart_command(
             merge_within=merge_within,
             overrides=list(overrides or []),
             threads=threads,
+            processes=processes,
             seed=seed,
         )
 
@@ -183,34 +193,41 @@ def quickstart(
     merge_within: str = "line",
     overrides: list[str] | None = None,
     threads: int = 1,
+    processes: int | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Run the main job into ``out``; returns the figures written to ``summary.json``."""
+    """Run the main job into ``out``; returns the figures written to ``summary.json``.
+
+    ``processes`` (default `default_processes`) train ArCHer together
+    (`training.spawn.run_processes`); the other phases run in this process.
+    """
     import torch
 
     from archer_agents.cli_train import load_run_config
     from archer_agents.episode_log import EpisodeWriter
     from archer_agents.local_policy import LocalPolicy
     from archer_agents.tiny_model import init_model
-    from archer_agents.training.archer import Archer, ArcherConfig
+    from archer_agents.training.archer import ArcherConfig
     from archer_agents.training.bc import BCConfig, behaviour_clone
     from archer_agents.training.cached_rollout import CachedPolicyActor
     from archer_agents.training.corpus import environment_corpus
     from archer_agents.training.rollout import ScriptedActor
-    from archer_agents.training.trainer import Trainer
+    from archer_agents.training.spawn import ProcessFailed, run_processes
+    from archer_agents.training.trainer import CURVE_FILE, METRICS_FILE, POLICY_DIR
 
     if teacher not in ("expert", "weak"):
         raise UserError(f"--teacher must be weak or expert, not {teacher!r}")
     scope = merge_scope(merge_within)
-    trainer_config, archer_config = load_run_config(
-        "archer",
-        None,
-        [*list(overrides or []), f"trainer.seed={seed}", f"algorithm.seed={seed}"],
-        defaults={
-            "trainer": {**ARCHER_PRESET["trainer"], "time_budget_s": archer_minutes * 60},
-            "algorithm": ARCHER_PRESET["algorithm"],
-        },
-    )
+    processes = default_processes() if processes is None else processes
+    if processes < 1:
+        raise UserError(f"--processes must be at least 1, got {processes}")
+    run_overrides = [*list(overrides or []), f"trainer.seed={seed}", f"algorithm.seed={seed}"]
+    defaults = {
+        "trainer": {**ARCHER_PRESET["trainer"], "time_budget_s": archer_minutes * 60},
+        "algorithm": ARCHER_PRESET["algorithm"],
+    }
+    trainer_config, archer_config = load_run_config("archer", None, run_overrides, defaults)
+    assert isinstance(archer_config, ArcherConfig)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     started = time.perf_counter()
@@ -298,49 +315,39 @@ def quickstart(
         expert_row = rows["expert scripted"] = evaluate(
             "expert", ScriptedActor("expert", seed=seed)
         )
-    assert isinstance(archer_config, ArcherConfig)
-    archer = Archer(archer_config, policy)
     rows["behaviour-cloned"] = evaluate(
-        "behaviour-cloned", CachedPolicyActor(policy, archer.sampling)
+        "behaviour-cloned", CachedPolicyActor(policy, archer_config.sampling)
     )
     timings["eval_before_s"] = time.perf_counter() - step
     bc_return = rows["behaviour-cloned"].mean_return.mean
     expert_return = expert_row.mean_return.mean
     console.print(summary_table(f"{env_id}: before ArCHer, test split", rows))
 
-    console.rule(f"4. ArCHer ({archer_minutes:g} min budget)")
+    split = "one process" if processes == 1 else f"{processes} processes"
+    console.rule(f"4. ArCHer ({archer_minutes:g} min budget, {split})")
     step = time.perf_counter()
-    with _progress() as progress:
-        task = progress.add_task("ArCHer", total=None, info="")
-
-        latest: dict[str, float] = {}  # the final evaluation's record has no rollout figures
-
-        def on_iteration(iteration: int, record: dict[str, float]) -> None:
-            latest.update(record)
-            info = (
-                f"iter {iteration}  episodes {latest['episodes']}  "
-                f"return {latest.get('rollout/return_mean', float('nan')):.2f}  "
-                f"valid {latest.get('rollout/valid_rate', float('nan')):.1%}"
-            )
-            if "eval/return_mean" in latest:
-                info += f"  eval {latest['eval/return_mean']:.2f}"
-            progress.update(task, completed=iteration, info=info)
-
-        trainer = Trainer(
-            archer,
-            env_id,
-            out,
-            trainer_config,
-            run_info={"model": str(bc_dir), "lora": None, "teacher": teacher},
-            references={"expert": expert_return, "behaviour-cloned": bc_return},
-            on_iteration=on_iteration,
-        )
-        result = trainer.train()
+    phase = (
+        out,
+        env_id,
+        str(bc_dir),
+        defaults,
+        run_overrides,
+        {"expert": expert_return, "behaviour-cloned": bc_return},
+    )
+    try:
+        run_processes(archer_phase, phase, processes, threads=threads)
+    except ProcessFailed as error:
+        raise UserError(
+            f"the ArCHer phase stopped: {error}\nIts checkpoints are in {out / 'checkpoints'}; "
+            f"`archer quickstart --processes 1` trains in this process instead."
+        ) from None
+    iterations, episodes = _final_counters(out / METRICS_FILE)
+    trained = LocalPolicy.from_pretrained(out / POLICY_DIR, seed=seed)
     timings["archer_s"] = time.perf_counter() - step
 
     console.rule("5. after ArCHer (test split)")
     step = time.perf_counter()
-    rows["ArCHer"] = evaluate("ArCHer", CachedPolicyActor(policy, archer.sampling))
+    rows["ArCHer"] = evaluate("ArCHer", CachedPolicyActor(trained, archer_config.sampling))
     timings["eval_after_s"] = time.perf_counter() - step
     timings["total_s"] = time.perf_counter() - started
     order = ["random", f"{teacher} scripted (teacher)", "behaviour-cloned", "ArCHer"]
@@ -351,16 +358,15 @@ def quickstart(
     archer_return = rows["ArCHer"].mean_return.mean
     gap = expert_return - bc_return
     closed = (archer_return - bc_return) / gap if gap > 0 else float("nan")
-    valid_min = _lowest_valid_rate(trainer.metrics_path)
+    valid_min = _lowest_valid_rate(out / METRICS_FILE)
     console.print(
         f"ArCHer closed {closed:.0%} of the gap between the cloned policy ({bc_return:.2f}) and "
         f"the expert ({expert_return:.2f}); lowest share of valid questions during training "
-        f"{valid_min:.1%}; {result.counters.iteration} iterations, {result.counters.episodes} "
-        f"episodes."
+        f"{valid_min:.1%}; {iterations} iterations, {episodes} episodes."
     )
     console.print(
-        f"done in {timings['total_s'] / 60:.1f} min; learning curve {trainer.curve_path}, "
-        f"trained policy {out / 'policy'}"
+        f"done in {timings['total_s'] / 60:.1f} min; learning curve {out / CURVE_FILE}, "
+        f"trained policy {out / POLICY_DIR}"
     )
     summary = {
         "env_id": env_id,
@@ -368,8 +374,9 @@ def quickstart(
         "rows": {name: s.as_dict() for name, s in table.items()},
         "gap_closed": closed,
         "lowest_rollout_valid_rate": valid_min,
-        "iterations": result.counters.iteration,
-        "episodes": result.counters.episodes,
+        "iterations": iterations,
+        "episodes": episodes,
+        "processes": processes,
         "timings_s": timings,
         "archer_config": archer_config.model_dump(mode="json"),
         "trainer_config": trainer_config.model_dump(mode="json"),
@@ -388,3 +395,45 @@ def _lowest_valid_rate(metrics_path: Path) -> float:
         if record.get(key) is not None
     ]
     return min(rates) if rates else float("nan")
+
+
+def default_processes() -> int:
+    """Two processes for the ArCHer phase (the measured setting), one on a one-core machine."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return min(2, cores)
+
+
+def archer_phase(
+    out: Path,
+    env_id: str,
+    model: str,
+    defaults: dict[str, Any],
+    overrides: list[str],
+    references: dict[str, float],
+) -> None:
+    """ArCHer from the cloned policy ``model`` into ``out``: one of `run_processes`' processes."""
+    from archer_agents.cli_train import train
+
+    train(
+        algo="archer",
+        env_id=env_id,
+        model=model,
+        out=out,
+        overrides=overrides,
+        defaults=defaults,
+        references=references,
+    )
+
+
+def _final_counters(metrics_path: Path) -> tuple[int, int]:
+    """(iterations, episodes) of the last record of a run's metrics."""
+    from archer_agents.training.run_log import read_metrics
+
+    last = {"iteration": 0.0, "episodes": 0.0}
+    for record in read_metrics(metrics_path):
+        if "iteration" in record:
+            last = record
+    return int(last["iteration"]), int(last["episodes"])

@@ -52,6 +52,7 @@ def test_eval_compares_policies_on_the_test_split() -> None:
         (("play", TQ, "--task-id", "unicorn-xyz"), "not in the train split"),
         (("quickstart", "--teacher", "oracle"), "--teacher must be"),
         (("quickstart", "--merge-within", "page"), "--merge-within must be one of"),
+        (("quickstart", "--processes", "0"), "--processes must be at least 1"),
         (("train", "--offline", "--offline-then-online"), "exclude each other"),
         (("train", "--episodes", "log.jsonl"), "add --offline or --offline-then-online"),
         (("train", "--offline", "--episodes", "nowhere.jsonl"), "not found: nowhere.jsonl"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -23,26 +22,15 @@ from archer_agents.episode_log import read_episodes
 from archer_agents.training.checkpoint import load_latest
 from archer_agents.training.distributed import Distributed, average_gradients, shard
 from archer_agents.training.run_log import read_metrics
+from archer_agents.training.spawn import free_port, launcher_environment
 
 ENV_ID = "archer/TwentyQuestions-v0"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def launch(script: Path, *args: str, processes: int = 2, timeout: float = 240) -> None:
     """Run ``script`` in ``processes`` processes of one gloo group; fail with their output."""
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(free_port()),
-        "WORLD_SIZE": str(processes),
-    }
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    port = free_port()
     logs = [script.with_name(f"{script.stem}.rank{rank}.log") for rank in range(processes)]
     running = []
     for rank, log in enumerate(logs):
@@ -50,7 +38,7 @@ def launch(script: Path, *args: str, processes: int = 2, timeout: float = 240) -
             running.append(
                 subprocess.Popen(
                     [sys.executable, str(script), *args],
-                    env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                    env={**env, **launcher_environment(rank, processes, port)},
                     stdout=out,
                     stderr=subprocess.STDOUT,
                 )

@@ -462,7 +462,7 @@ def test_episodes_rewritten_by_late_feedback_count_once_in_their_latest_revision
     rewarded = {e.episode_id: e for e in lines if e.metadata["revision"] > 1}
 
     algo = OfflineArcher(config(log), tiny_policy)
-    stored = algo.buffer.state_dict()["transitions"]
+    stored = algo.buffer.in_order()
     assert len(stored) == rewarded[ids[0]].num_turns + rewarded[ids[1]].num_turns
-    assert sum(t["reward"] for t in stored) == pytest.approx(-2.0 + -1.0)
+    assert sum(t.reward for t in stored) == pytest.approx(-2.0 + -1.0)
     assert algo.report.episodes_read == 6

@@ -11,10 +11,13 @@ from transformers import AutoTokenizer
 from archer_agents.quickstart import quickstart
 
 
-def test_quickstart_writes_every_result_of_the_main_job(tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_quickstart_writes_every_result_of_the_main_job(tmp_path: Path, processes: int) -> None:
+    """In one process, or with ArCHer trained by two spawned processes (the default here)."""
     out = tmp_path / "run"
     summary = quickstart(
         out,
+        processes=processes,
         data_episodes=16,
         bc_steps=2,
         archer_minutes=0.05,
@@ -34,6 +37,8 @@ def test_quickstart_writes_every_result_of_the_main_job(tmp_path: Path) -> None:
     assert all(row["episodes"] == 8 for row in summary["rows"].values())
     assert summary["rows"]["expert scripted (teacher)"]["success"]["mean"] == 1.0
     assert summary["iterations"] >= 1 and summary["episodes"] == 8 * summary["iterations"]
+    assert summary["processes"] == processes
+    assert json.loads((out / "run.json").read_text())["model"] == str(out / "bc_policy")
     assert json.loads((out / "summary.json").read_text())["gap_closed"] == summary["gap_closed"]
     for name in ("expert_episodes.jsonl", "episodes.jsonl", "metrics.jsonl", "learning_curve.png"):
         assert (out / name).stat().st_size > 0, name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections import Counter
 
 import pytest
@@ -99,6 +100,32 @@ def test_a_resumed_buffer_samples_as_an_uninterrupted_one() -> None:
     assert resumed.visit_count("act 100") == 1
     assert resumed.visit_count("act 2") == 0  # evicted before the save
     assert resumed.num_added == original.num_added == 8
+
+
+def test_in_order_lists_the_stored_transitions_oldest_first() -> None:
+    buffer = ReplayBuffer(capacity=3)
+    buffer.add(transition(0))
+    buffer.add(transition(1))
+    assert [t.action for t in buffer.in_order()] == ["act 0", "act 1"]
+    for index in (2, 3, 4):  # wraps: slots hold 3, 4, 2
+        buffer.add(transition(index))
+    assert [t.action for t in buffer.in_order()] == ["act 2", "act 3", "act 4"]
+
+
+def test_a_version_1_state_still_loads() -> None:
+    """Version 1 held a list of transition dicts; checkpoints written then still resume."""
+    original = ReplayBuffer(capacity=4, seed=1)
+    for index in range(6):
+        original.add(transition(index))
+    state = original.state_dict()
+    lines = state.pop("transitions_jsonl").split("\n")
+    old = {**state, "version": 1, "transitions": [json.loads(line) for line in lines]}
+    resumed = ReplayBuffer(capacity=4, seed=5)
+    resumed.load_state_dict(old)
+    assert resumed.in_order() == original.in_order()
+    assert resumed.sample(20) == original.sample(20)
+    with pytest.raises(ValueError, match="reads versions 1 and 2"):
+        ReplayBuffer(capacity=4).load_state_dict({**state, "version": 7})
 
 
 def test_developer_errors_say_what_to_do() -> None:

