@@ -337,9 +337,11 @@ def quickstart(
     try:
         run_processes(archer_phase, phase, processes, threads=threads)
     except ProcessFailed as error:
+        if error.traceback:
+            console.print(error.traceback, style="dim", markup=False, highlight=False)
         raise UserError(
-            f"the ArCHer phase stopped: {error}\nIts checkpoints are in {out / 'checkpoints'}; "
-            f"`archer quickstart --processes 1` trains in this process instead."
+            f"the ArCHer phase stopped: {error}. Its checkpoints are in {out / 'checkpoints'}; "
+            f"`archer quickstart --processes 1` trains in this process instead"
         ) from None
     iterations, episodes = _final_counters(out / METRICS_FILE)
     trained = LocalPolicy.from_pretrained(out / POLICY_DIR, seed=seed)

@@ -654,7 +654,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bc", type=Path, help="behaviour-cloned policy dir (default: build one)")
     parser.add_argument("--env", default="archer/TwentyQuestionsMini-v0")
     parser.add_argument("--algos", default=",".join(ALGORITHMS))
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds K .. K+N-1 (K: --first-seed)")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="first seed, to run seeds in several commands into one --out (finished runs are "
+        "read back)",
+    )
     parser.add_argument("--trajectories", type=int, default=1024, help="budget of every run")
     parser.add_argument(
         "--eval-every", type=int, default=128, help="evaluate every this many trajectories"
@@ -683,7 +690,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if unknown or not algos:
         raise SystemExit(f"--algos: unknown {unknown}; choose from {', '.join(ALGORITHMS)}")
     overrides = split_overrides(args.overrides)
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     configs = {
         (algo, seed): run_config(
             algo,

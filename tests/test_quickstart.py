@@ -69,3 +69,26 @@ def test_quickstart_passes_the_merge_scope_to_the_model_it_builds(
         with pytest.raises(_Stop):
             quickstart(tmp_path / scope, merge_within=scope)
     assert seen == ["word", "line"]
+
+
+def test_a_failed_archer_process_ends_the_quickstart_with_a_clear_error(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """What a process of the ArCHer phase raised is named, with where its checkpoints are."""
+    import archer_agents.training.spawn as spawn
+    from archer_agents.cli import UserError
+
+    def fail(function, args, processes, threads=1):
+        raise spawn.ProcessFailed(
+            1, "RuntimeError: gloo connection reset", "Traceback ...\nRuntimeError: gloo ..."
+        )
+
+    monkeypatch.setattr(spawn, "run_processes", fail)
+    out = tmp_path / "run"
+    with pytest.raises(UserError) as failure:
+        quickstart(out, processes=2, data_episodes=8, bc_steps=1, eval_episodes=4)
+    message = str(failure.value)
+    assert "the ArCHer phase stopped: process 1 failed" in message
+    assert "RuntimeError: gloo connection reset" in message
+    assert str(out / "checkpoints") in message and "--processes 1" in message
+    assert (out / "bc_policy" / "tokenizer.json").is_file()  # the phases before it are kept

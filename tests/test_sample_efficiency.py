@@ -123,6 +123,16 @@ def test_main_writes_table_json_and_curves(
         assert per_seed == expected
         assert run["returns"][0] == refs["bc"][str(run["seed"])]
         assert (out / "runs" / f"{run['algo']}-seed{run['seed']}" / "metrics.jsonl").is_file()
+
+    # Seeds can be run by several commands into one --out: finished runs are read back.
+    metrics = out / "runs" / "reinforce-seed1" / "metrics.jsonl"
+    written = metrics.stat().st_mtime_ns
+    seeds_at = argv.index("--seeds")
+    again = bench.main(
+        [*argv[:seeds_at], "--seeds", "1", "--first-seed", "1", *argv[seeds_at + 2 :]]
+    )
+    assert again["methods"]["reinforce"]["seeds"] == [1]
+    assert metrics.stat().st_mtime_ns == written
     assert results["methods"].keys() == saved["methods"].keys()
 
     # A second invocation reads the finished runs back instead of training again.

@@ -64,7 +64,8 @@ def test_an_exception_in_one_process_is_raised_with_its_traceback(tmp_path: Path
     with pytest.raises(ProcessFailed, match="process 1 failed") as failure:
         run_processes(fail_in_process_one, (str(tmp_path),), 2)
     assert failure.value.rank == 1
-    assert "ValueError: bad input in process one" in failure.value.detail
+    assert failure.value.detail == "ValueError: bad input in process one"
+    assert "in fail_in_process_one" in failure.value.traceback
 
 
 @pytest.mark.slow

@@ -9,8 +9,8 @@ cores of a small machine without a second command; on several machines, use
 the launchers.
 
 When a process fails, the others are stopped and the failure is raised here:
-`ProcessFailed` names the process and carries its traceback (or its exit
-signal, when it was killed).
+`ProcessFailed` names the process and its error (or its exit signal, when it
+was killed) and carries the process's traceback.
 """
 
 from __future__ import annotations
@@ -26,10 +26,13 @@ import torch.multiprocessing as mp
 class ProcessFailed(RuntimeError):
     """One of the processes raised or was killed; the others have been stopped."""
 
-    def __init__(self, rank: int, detail: str) -> None:
+    def __init__(self, rank: int, detail: str, traceback: str = "") -> None:
         super().__init__(f"process {rank} failed: {detail}")
         self.rank = rank
         self.detail = detail
+        """The error's last line, or how the process ended."""
+        self.traceback = traceback
+        """The failed process's traceback, when it raised."""
 
 
 def free_port() -> int:
@@ -79,7 +82,8 @@ def run_processes(
             start_method="spawn",
         )
     except mp.ProcessRaisedException as error:
-        raise ProcessFailed(error.error_index, error.msg.strip()) from None
+        lines = [line for line in error.msg.strip().splitlines() if line.strip()]
+        raise ProcessFailed(error.error_index, lines[-1], error.msg.strip()) from None
     except mp.ProcessExitedException as error:
         detail = (
             f"killed by signal {error.signal_name}"
