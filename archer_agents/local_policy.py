@@ -418,8 +418,9 @@ class LocalPolicy:
             mask[i, width_c + width_n - len(tail) :] = 1
         past = None
         if width_c:
-            cached_slots = mask[:, :width_c].bool()  # (B, Lc): where row i's cache goes
             rows = [c for c in caches if c is not None]
+            # (B, Lc): where row i's cache goes, on the device its keys are on
+            cached_slots = mask[:, :width_c].bool().to(rows[0].layers[0][0].device)
             layers = []
             for layer in range(len(rows[0].layers)):
                 pair = []

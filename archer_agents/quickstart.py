@@ -7,7 +7,9 @@
 2. let the scripted expert play the train split and behaviour-clone it (whole
    episodes per batch, scored packed: `LocalPolicy.log_probs_packed`);
 3. train the cloned policy online with ArCHer (`training.archer`) under the
-   shared trainer, within a time budget;
+   shared trainer, within a time budget, in two processes that each play half
+   of every iteration's episodes and average their gradients
+   (`training.spawn`, `training.distributed`);
 4. print a before/after table on the test split (random, the teacher, the
    cloned policy, ArCHer; success and mean return with 95% intervals over
    tasks) and how much of the gap between the cloned policy and the expert
@@ -37,8 +39,13 @@ benchmarks/README.md, "The main job"):
   time and does not move the cloned policy.
 - The teacher is the scripted expert: its near-deterministic questions are
   cloned several times faster than the weak agent's random ones.
-- One torch thread: on two shared cores a second thread made every forward
-  pass slower, up to several times.
+- Two processes of one torch thread each for the ArCHer phase: batched
+  generation and the actor's step of a model this small are bound by
+  per-call overhead, not arithmetic, so a second thread in one process did
+  not help (it made forward passes slower, up to several times), while a
+  second process doubles the work done per second in rollouts and actor
+  steps: 215 iterations in 7 minutes, where one process (``--processes 1``)
+  ran 110 before the rollout speed-ups of the same commit.
 - ArCHer (`ARCHER_PRESET`) at CPU scale, not the paper's settings (see
   `ArcherConfig` for those): iterations of 128 episodes; three critic steps
   of 64 turns per iteration on whole episodes (their fresh a_pi share their
@@ -46,16 +53,19 @@ benchmarks/README.md, "The main job"):
   answer together; one actor step per iteration over all its episodes' turns,
   scored packed, with GAE over the online V; advantage normalisation and
   clipping, the visit-count guard and a penalty for invalid questions
-  (ALGORITHM.md's stability measures). Seven minutes are about 110
-  iterations (14,000 episodes); ArCHer then closes about half of the gap
-  between the cloned policy and the expert (46% in the measured main job,
-  39-54% in three 6-minute runs), with at least 98.4% valid questions in
-  every rollout. Iterations of 64 episodes closed 21-39%: the actor's step
-  needs the larger batch. Actor learning rates of 4e-4 and above, a KL anchor
-  and a linearly annealed rate did not do clearly better, and some of their
-  runs dipped below 98% valid questions. ArCHer cuts the cloned policy's guesses that the
-  answers rule out by two thirds; the rest of the gap is guessing before its
-  questions narrow the objects down (benchmarks/README.md, "The main job").
+  (ALGORITHM.md's stability measures). Seven minutes are about 215
+  iterations (27,500 episodes); ArCHer then closes about two thirds of the
+  gap between the cloned policy and the expert (67% in the measured main
+  job; 54-64% in three runs of the two-process phase alone, 6 or 7
+  minutes), with at least 98.7% valid
+  questions in every rollout. In one process (about 110 iterations before
+  the rollout and checkpoint speed-ups) it closed 39-54%; iterations of 64
+  episodes closed 21-39%: the actor's step needs the larger batch. Actor
+  learning rates of 4e-4 and above, a KL anchor and a linearly annealed rate
+  did not do clearly better, and some of their runs dipped below 98% valid
+  questions. ArCHer cuts the cloned policy's guesses that the answers rule
+  out by two thirds; the rest of the gap is guessing before its questions
+  narrow the objects down (benchmarks/README.md, "The main job").
 """
 
 from __future__ import annotations

@@ -92,3 +92,11 @@ def test_a_failed_archer_process_ends_the_quickstart_with_a_clear_error(
     assert "RuntimeError: gloo connection reset" in message
     assert str(out / "checkpoints") in message and "--processes 1" in message
     assert (out / "bc_policy" / "tokenizer.json").is_file()  # the phases before it are kept
+
+
+def test_the_archer_phase_takes_two_processes_where_there_are_two_cores(monkeypatch) -> None:
+    from archer_agents import quickstart as module
+
+    for cores, expected in (({0}, 1), ({0, 1}, 2), (set(range(16)), 2)):
+        monkeypatch.setattr(module.os, "sched_getaffinity", lambda _, cores=cores: cores)
+        assert module.default_processes() == expected
