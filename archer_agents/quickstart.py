@@ -43,29 +43,28 @@ benchmarks/README.md, "The main job"):
   generation and the actor's step of a model this small are bound by
   per-call overhead, not arithmetic, so a second thread in one process did
   not help (it made forward passes slower, up to several times), while a
-  second process doubles the work done per second in rollouts and actor
+  second process nearly doubles the work done per second in rollouts and actor
   steps: 215 iterations in 7 minutes, where one process (``--processes 1``)
   ran 110 before the rollout speed-ups of the same commit.
 - ArCHer (`ARCHER_PRESET`) at CPU scale, not the paper's settings (see
-  `ArcherConfig` for those): iterations of 128 episodes; three critic steps
-  of 64 turns per iteration on whole episodes (their fresh a_pi share their
+  `ArcherConfig` for those): iterations of 128 episodes; three critic steps of
+  64 turns per iteration on whole episodes (their fresh a_pi share their
   histories); a hashed-feature critic that sees each turn's question and
   answer together; one actor step per iteration over all its episodes' turns,
   scored packed, with GAE over the online V; advantage normalisation and
   clipping, the visit-count guard and a penalty for invalid questions
-  (ALGORITHM.md's stability measures). Seven minutes are about 215
-  iterations (27,500 episodes); ArCHer then closes about two thirds of the
-  gap between the cloned policy and the expert (67% in the measured main
-  job; 54-64% in three runs of the two-process phase alone, 6 or 7
-  minutes), with at least 98.7% valid
-  questions in every rollout. In one process (about 110 iterations before
-  the rollout and checkpoint speed-ups) it closed 39-54%; iterations of 64
-  episodes closed 21-39%: the actor's step needs the larger batch. Actor
+  (ALGORITHM.md's stability measures). Seven minutes are about 215 iterations
+  (27,500 episodes); ArCHer then closes more than half of the gap between the
+  cloned policy and the expert (67% in the measured main job; 54-64% in three
+  runs of the two-process phase alone, 6 or 7 minutes), with at least 98.7%
+  valid questions in every rollout. In one process (about 110 iterations
+  before the rollout and checkpoint speed-ups) it closed 39-54%; iterations of
+  64 episodes closed 21-39%: the actor's step needs the larger batch. Actor
   learning rates of 4e-4 and above, a KL anchor and a linearly annealed rate
   did not do clearly better, and some of their runs dipped below 98% valid
-  questions. ArCHer cuts the cloned policy's guesses that the answers rule
-  out by two thirds; the rest of the gap is guessing before its questions
-  narrow the objects down (benchmarks/README.md, "The main job").
+  questions. ArCHer cuts the cloned policy's guesses that the answers rule out
+  from 1.64 to 0.19 per episode; the rest of the gap is guessing before its
+  questions narrow the objects down (benchmarks/README.md, "The main job").
 """
 
 from __future__ import annotations
