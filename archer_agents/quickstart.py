@@ -44,8 +44,8 @@ benchmarks/README.md, "The main job"):
   per-call overhead, not arithmetic, so a second thread in one process did
   not help (it made forward passes slower, up to several times), while a
   second process nearly doubles the work done per second in rollouts and actor
-  steps: 215 iterations in 7 minutes, where one process (``--processes 1``)
-  ran 110 before the rollout speed-ups of the same commit.
+  steps: 215 iterations in 7 minutes against 142 in one process
+  (``--processes 1``).
 - ArCHer (`ARCHER_PRESET`) at CPU scale, not the paper's settings (see
   `ArcherConfig` for those): iterations of 128 episodes; three critic steps of
   64 turns per iteration on whole episodes (their fresh a_pi share their
@@ -57,9 +57,10 @@ benchmarks/README.md, "The main job"):
   (27,500 episodes); ArCHer then closes more than half of the gap between the
   cloned policy and the expert (67% in the measured main job; 54-64% in three
   runs of the two-process phase alone, 6 or 7 minutes), with at least 98.7%
-  valid questions in every rollout. In one process (about 110 iterations
-  before the rollout and checkpoint speed-ups) it closed 39-54%; iterations of
-  64 episodes closed 21-39%: the actor's step needs the larger batch. Actor
+  valid questions in every rollout. In one process it closed 55% (142
+  iterations; 39-54% in runs of about 100 iterations before the rollout
+  speed-ups); iterations of 64 episodes closed 21-39%: the actor's step needs
+  the larger batch. Actor
   learning rates of 4e-4 and above, a KL anchor and a linearly annealed rate
   did not do clearly better, and some of their runs dipped below 98% valid
   questions. ArCHer cuts the cloned policy's guesses that the answers rule out
