@@ -353,7 +353,7 @@ def quickstart(
             f"the ArCHer phase stopped: {error}. Its checkpoints are in {out / 'checkpoints'}; "
             f"`archer quickstart --processes 1` trains in this process instead"
         ) from None
-    iterations, episodes = _final_counters(out / METRICS_FILE)
+    iterations, episodes, valid_min = _run_figures(out / METRICS_FILE)
     trained = LocalPolicy.from_pretrained(out / POLICY_DIR, seed=seed)
     timings["archer_s"] = time.perf_counter() - step
 
@@ -370,7 +370,6 @@ def quickstart(
     archer_return = rows["ArCHer"].mean_return.mean
     gap = expert_return - bc_return
     closed = (archer_return - bc_return) / gap if gap > 0 else float("nan")
-    valid_min = _lowest_valid_rate(out / METRICS_FILE)
     console.print(
         f"ArCHer closed {closed:.0%} of the gap between the cloned policy ({bc_return:.2f}) and "
         f"the expert ({expert_return:.2f}); lowest share of valid questions during training "
@@ -395,18 +394,6 @@ def quickstart(
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
-
-
-def _lowest_valid_rate(metrics_path: Path) -> float:
-    from archer_agents.training.run_log import read_metrics
-
-    rates = [
-        float(record[key])
-        for record in read_metrics(metrics_path)
-        for key in ("rollout/valid_rate", "eval/valid_rate")
-        if record.get(key) is not None
-    ]
-    return min(rates) if rates else float("nan")
 
 
 def default_processes() -> int:
@@ -440,12 +427,19 @@ def archer_phase(
     )
 
 
-def _final_counters(metrics_path: Path) -> tuple[int, int]:
-    """(iterations, episodes) of the last record of a run's metrics."""
+def _run_figures(metrics_path: Path) -> tuple[int, int, float]:
+    """Iterations and episodes of a run's last metrics record, and its lowest valid share."""
     from archer_agents.training.run_log import read_metrics
 
     last = {"iteration": 0.0, "episodes": 0.0}
+    rates = []
     for record in read_metrics(metrics_path):
         if "iteration" in record:
             last = record
-    return int(last["iteration"]), int(last["episodes"])
+        rates += [
+            float(record[key])
+            for key in ("rollout/valid_rate", "eval/valid_rate")
+            if record.get(key) is not None
+        ]
+    lowest = min(rates) if rates else float("nan")
+    return int(last["iteration"]), int(last["episodes"]), lowest
