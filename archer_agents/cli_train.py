@@ -320,17 +320,23 @@ def train(
     from archer_agents.training.distributed import launched_rank
 
     with _progress(disable=launched_rank() != 0) as progress:
-        task = progress.add_task(f"{algo} training", total=trainer_config.iterations, info="")
+        budget = trainer_config.time_budget_s
+        # A time-budgeted run stops on its clock long before its iteration cap: the bar
+        # then counts seconds of the budget and the iterations go into the info column.
+        description = f"{algo} training" + ("" if budget is None else " (seconds of budget)")
+        total = trainer_config.iterations if budget is None else budget
+        task = progress.add_task(description, total=total, info="")
 
         def on_iteration(iteration: int, record: dict[str, float]) -> None:
-            info = []
+            info = [] if budget is None else [f"iteration {iteration}"]
             if "rollout/return_mean" in record:
                 info.append(f"return {record['rollout/return_mean']:.2f}")
             if "rollout/valid_rate" in record:
                 info.append(f"valid {record['rollout/valid_rate']:.1%}")
             if "eval/return_mean" in record:
                 info.append(f"eval {record['eval/return_mean']:.2f}")
-            progress.update(task, completed=iteration, info="  ".join(info))
+            done = iteration if budget is None else min(budget, trainer.counters.train_seconds)
+            progress.update(task, completed=round(done), info="  ".join(info))
 
         trainer = Trainer(
             algorithm,

@@ -11,13 +11,17 @@ from transformers import AutoTokenizer
 from archer_agents.quickstart import quickstart
 
 
-@pytest.mark.parametrize("processes", [1, 2])
-def test_quickstart_writes_every_result_of_the_main_job(tmp_path: Path, processes: int) -> None:
-    """In one process, or with ArCHer trained by two spawned processes (the default here)."""
+@pytest.mark.parametrize(("processes", "teacher"), [(1, "weak"), (2, "expert")])
+def test_quickstart_writes_every_result_of_the_main_job(
+    tmp_path: Path, processes: int, teacher: str
+) -> None:
+    """In one process, or with ArCHer trained by two spawned processes (the default here);
+    cloning the expert (the default) or the weak teacher, when the expert gets a row of its own."""
     out = tmp_path / "run"
     summary = quickstart(
         out,
         processes=processes,
+        teacher=teacher,
         data_episodes=16,
         bc_steps=2,
         archer_minutes=0.05,
@@ -28,19 +32,23 @@ def test_quickstart_writes_every_result_of_the_main_job(tmp_path: Path, processe
             "trainer.eval_episodes=4",
         ],
     )
-    assert list(summary["rows"]) == [
-        "random",
-        "expert scripted (teacher)",
-        "behaviour-cloned",
-        "ArCHer",
-    ]
-    assert all(row["episodes"] == 8 for row in summary["rows"].values())
-    assert summary["rows"]["expert scripted (teacher)"]["success"]["mean"] == 1.0
+    rows = summary["rows"]
+    expected = ["random", f"{teacher} scripted (teacher)", "behaviour-cloned", "ArCHer"]
+    assert list(rows) == expected + ([] if teacher == "expert" else ["expert scripted"])
+    assert all(row["episodes"] == 8 for row in rows.values())
+    expert = rows["expert scripted" if teacher == "weak" else "expert scripted (teacher)"]
+    assert expert["success"]["mean"] == 1.0
+    # The gap is measured to the expert whichever agent was cloned.
+    bc, archer = (rows[name]["mean_return"]["mean"] for name in ("behaviour-cloned", "ArCHer"))
+    gap = expert["mean_return"]["mean"] - bc
+    assert gap > 0 and summary["gap_closed"] == pytest.approx((archer - bc) / gap)
+    assert summary["teacher"] == teacher
     assert summary["iterations"] >= 1 and summary["episodes"] == 8 * summary["iterations"]
     assert summary["processes"] == processes
     assert json.loads((out / "run.json").read_text())["model"] == str(out / "bc_policy")
     assert json.loads((out / "summary.json").read_text())["gap_closed"] == summary["gap_closed"]
-    for name in ("expert_episodes.jsonl", "episodes.jsonl", "metrics.jsonl", "learning_curve.png"):
+    logs = (f"{teacher}_episodes.jsonl", "episodes.jsonl", "metrics.jsonl", "learning_curve.png")
+    for name in logs:
         assert (out / name).stat().st_size > 0, name
     for name in ("model", "bc_policy", "policy"):
         assert (out / name / "tokenizer.json").is_file(), name

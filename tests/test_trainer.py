@@ -253,6 +253,14 @@ def test_archer_train_and_eval_from_the_command_line(tiny_model_dir: Path, tmp_p
     run = json.loads((out / "run.json").read_text())
     assert run["algorithm_config"]["max_new_tokens"] == 4 and run["trainer"]["iterations"] == 1
 
+    # A time-budgeted run's bar counts seconds of its budget, not its (distant) iteration cap.
+    budgeted = [a if a != str(out) else str(tmp_path / "budgeted") for a in args]
+    budgeted += ["--set", "trainer.iterations=1000", "--set", "trainer.time_budget_s=0.01"]
+    result = runner.invoke(full_app(), [*budgeted, "--set", "warmup_iterations=0"])
+    assert result.exit_code == 0, result.output
+    assert "(seconds of budget)" in result.output and "iteration 1 " in result.output
+    assert "1 iterations, 2 episodes" in result.output
+
     result = runner.invoke(full_app(), ["eval", ENV_ID, "--policy", str(out), "--episodes", "2"])
     assert result.exit_code == 0, result.output
     assert "test split" in result.output
