@@ -321,8 +321,8 @@ def train(
 
     with _progress(disable=launched_rank() != 0) as progress:
         budget = trainer_config.time_budget_s
-        # A time-budgeted run stops on its clock long before its iteration cap: the bar
-        # then counts seconds of the budget and the iterations go into the info column.
+        # A time-budgeted run (the quickstart's) usually stops on its clock, not its iteration
+        # cap: its bar counts seconds of the budget and the iterations go into the info column.
         description = f"{algo} training" + ("" if budget is None else " (seconds of budget)")
         total = trainer_config.iterations if budget is None else budget
         task = progress.add_task(description, total=total, info="")
