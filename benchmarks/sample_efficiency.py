@@ -64,9 +64,9 @@ BASELINE_PRESETS: dict[str, dict[str, Any]] = {
     # Token-level PPO (training.ppo). CleanRL's shape: 4 epochs over each on-policy batch of 64
     # episodes (about 500 utterances) in minibatches of at least 128 utterances, clip 0.2,
     # GAE(0.95); the value model reads the same hashed features as ArCHer's critic.
-    # policy_lr tried on seed 0 over 12,288 trajectories: 3e-6, 1e-5, 3e-5, 1e-4, the best at
-    # the grid's edge (benchmarks/README.md, "Sample efficiency"); at the word level, over 512
-    # trajectories: 1e-5 (then the best), 3e-5, 1e-4.
+    # policy_lr tried on seed 0 over 12,288 trajectories: 3e-6, 1e-5, 3e-5, 1e-4 (the best);
+    # 3e-4 collapsed within 2,048 (benchmarks/README.md, "Sample efficiency"). At the word
+    # level, over 512 trajectories: 1e-5 (then the best), 3e-5, 1e-4.
     "ppo": {
         "epochs": 4,
         "minibatch_size": 128,
