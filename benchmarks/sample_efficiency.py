@@ -25,7 +25,8 @@ iteration (`EPISODES_PER_ITERATION`); ``--set algo.key=value`` overrides
 any setting of one method (``--set ppo.policy_lr=1e-4``,
 ``--set ppo.trainer.episodes_per_iteration=128``). A finished run whose
 resolved config is unchanged is read back instead of rerun, so runs can be
-added to an output directory one invocation at a time.
+added to an output directory one invocation at a time; a finished run of
+another config is refused with what differs, never overwritten.
 
     archer quickstart --env-id archer/TwentyQuestionsMini-v0 --out runs/quickstart
     python benchmarks/sample_efficiency.py --bc runs/quickstart/bc_policy \\
@@ -416,6 +417,19 @@ def run_config(
     return trainer, algorithm
 
 
+def config_differences(saved: Any, asked: Any, path: str = "") -> list[str]:
+    """``key: saved -> asked`` for every leaf where two run configs differ."""
+    if isinstance(saved, dict) and isinstance(asked, dict):
+        return [
+            line
+            for key in sorted(set(saved) | set(asked), key=str)
+            for line in config_differences(
+                saved.get(key), asked.get(key), f"{path}.{key}" if path else str(key)
+            )
+        ]
+    return [] if saved == asked else [f"{path}: {saved!r} there, {asked!r} asked"]
+
+
 def run_one(
     algo: str,
     seed: int,
@@ -428,7 +442,8 @@ def run_one(
 ) -> RunResult:
     """Train ``algo`` from a fresh copy of the cloned policy; read its curve and timings back.
 
-    A run directory holding a finished run of the same config is read back, not rerun.
+    A run directory holding a finished run of the same config is read back, not rerun;
+    one of another config is refused with what differs (it is never overwritten).
     """
     from archer_agents.cli_train import algorithm_classes
     from archer_agents.local_policy import LocalPolicy
@@ -445,10 +460,15 @@ def run_one(
     done = run_dir / RESULT_FILE
     if done.is_file():
         saved = json.loads(done.read_text())
-        if saved["config"] == config:
-            print(f"{algo} seed {seed}: finished run read back from {run_dir}")
-            return read_run(run_dir, algo, seed, bc_return, config, saved["run_s"])
-    if run_dir.exists():  # unfinished or of another config: this script owns OUT/runs
+        if saved["config"] != config:
+            raise SystemExit(
+                f"{run_dir} holds a finished run of another config ("
+                + "; ".join(config_differences(saved["config"], config))
+                + "); pass another --out, or delete that directory to run it again"
+            )
+        print(f"{algo} seed {seed}: finished run read back from {run_dir}")
+        return read_run(run_dir, algo, seed, bc_return, config, saved["run_s"])
+    if run_dir.exists():  # an unfinished run (killed or stopped): this script owns OUT/runs
         shutil.rmtree(run_dir)
 
     algorithm_class, _ = algorithm_classes(algo)

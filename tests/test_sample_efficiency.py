@@ -139,3 +139,11 @@ def test_main_writes_table_json_and_curves(
     before = (out / "runs" / "reinforce-seed0" / "metrics.jsonl").stat().st_mtime_ns
     bench.main(argv)
     assert (out / "runs" / "reinforce-seed0" / "metrics.jsonl").stat().st_mtime_ns == before
+
+    # A finished run of another config is refused with what differs, and kept.
+    changed = [*argv, "--set", "reinforce.learning_rate=0.123"]
+    with pytest.raises(
+        SystemExit, match=r"another config \(algorithm.learning_rate: .* 0.123 asked"
+    ):
+        bench.main(changed)
+    assert (out / "runs" / "reinforce-seed0" / "metrics.jsonl").stat().st_mtime_ns == before
