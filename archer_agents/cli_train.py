@@ -335,7 +335,7 @@ def train(
                 info.append(f"valid {record['rollout/valid_rate']:.1%}")
             if "eval/return_mean" in record:
                 info.append(f"eval {record['eval/return_mean']:.2f}")
-            done = iteration if budget is None else min(budget, trainer.counters.train_seconds)
+            done = iteration if budget is None else min(budget, record["time/train_s"])
             progress.update(task, completed=round(done), info="  ".join(info))
 
         trainer = Trainer(

@@ -418,7 +418,7 @@ def run_config(
 
 
 def config_differences(saved: Any, asked: Any, path: str = "") -> list[str]:
-    """``key: saved -> asked`` for every leaf where two run configs differ."""
+    """``dotted.key: X there, Y asked`` for every leaf where a saved and an asked config differ."""
     if isinstance(saved, dict) and isinstance(asked, dict):
         return [
             line
