@@ -474,6 +474,28 @@ def test_ppo_minibatches_hold_whole_episodes_each_once_per_epoch(
     assert algo.minibatches(groups) != batches  # a fresh order each epoch
 
 
+def test_ppo_invalid_action_penalty_shapes_only_invalid_turns_returns(
+    tiny_policy: LocalPolicy,
+) -> None:
+    episodes = play(PPO(ppo_config(), tiny_policy).actor(), n=1)
+    turns = episodes[0].transitions
+    assert len(turns) >= 2
+    flagged = [  # only the first turn is invalid, whatever the environment said
+        t.model_copy(update={"info": {**t.info, "invalid_action": i == 0}})
+        for i, t in enumerate(turns)
+    ]
+    marked = [episodes[0].model_copy(update={"transitions": flagged})]
+    monte_carlo = {"gamma": 1.0, "gae_lambda": 1.0, "normalize_advantages": False}
+    plain = PPO(ppo_config(**monte_carlo), tiny_policy).samples(marked)
+    shaped = PPO(ppo_config(**monte_carlo, invalid_action_penalty=0.5), tiny_policy).samples(marked)
+    # Value targets are returns-to-go: the first turn's return drops by the penalty, later
+    # turns' returns (after the invalid one) do not.
+    assert shaped[0].value_target == pytest.approx(plain[0].value_target - 0.5, abs=1e-5)
+    for a, b in zip(shaped[1:], plain[1:], strict=True):
+        assert a.value_target == pytest.approx(b.value_target, abs=1e-5)
+    assert marked[0].transitions[0].reward == turns[0].reward  # the episode keeps the env's reward
+
+
 def test_ppo_refuses_utterances_without_sampling_logprobs(tiny_policy: LocalPolicy) -> None:
     algo = PPO(ppo_config(), tiny_policy)
     scripted = play(ScriptedActor("expert"), n=1)

@@ -83,6 +83,7 @@ from archer_agents.training.updates import (
     load_policy_state,
     module_device,
     policy_state,
+    shaped_reward,
 )
 
 logger = logging.getLogger(__name__)
@@ -285,10 +286,9 @@ class Archer:
         for episode in fresh:
             stored = []
             for transition in episode.transitions:
-                if penalty and transition.info.get("invalid_action"):
-                    transition = transition.model_copy(
-                        update={"reward": transition.reward - penalty}
-                    )
+                reward = shaped_reward(transition, penalty)
+                if reward != transition.reward:
+                    transition = transition.model_copy(update={"reward": reward})
                 self.buffer.add(transition)
                 stored.append(transition)
             self._episodes.append(stored)

@@ -62,6 +62,7 @@ from archer_agents.training.updates import (
     load_policy_state,
     module_device,
     policy_state,
+    shaped_reward,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,9 @@ class PPOConfig(BaseModel):
     """GAE's lambda over utterance steps (0: one-step TD, 1: Monte Carlo)."""
     normalize_advantages: bool = True
     """Standardise the batch's advantages before the epochs."""
+    invalid_action_penalty: float = Field(0.0, ge=0.0)
+    """Subtracted from the reward of a turn the environment could not understand (0: off),
+    as ArCHer's option of the same name: a shaped training reward, not the evaluated one."""
     policy_lr: float = Field(1e-5, gt=0.0)
     """Adam learning rate of the policy."""
     value_lr: float = Field(1e-4, gt=0.0)
@@ -223,7 +227,10 @@ class PPO:
         start = 0
         for episode in episodes:
             end = start + len(episode.transitions)
-            rewards = torch.tensor([t.reward for t in episode.transitions], dtype=torch.float32)
+            rewards = torch.tensor(
+                [shaped_reward(t, self.config.invalid_action_penalty) for t in episode.transitions],
+                dtype=torch.float32,
+            )
             dones = torch.tensor([t.done for t in episode.transitions])
             adv, ret = utterance_gae(
                 rewards,

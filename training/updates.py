@@ -43,6 +43,18 @@ def clip_and_step(
     return float(grad_norm)
 
 
+def shaped_reward(transition: Transition, invalid_action_penalty: float) -> float:
+    """The turn's reward, less ``invalid_action_penalty`` if the environment could not read it.
+
+    Environments flag an utterance they could not understand with
+    ``info["invalid_action"]``; the penalty shapes the training signal only
+    (evaluation reports the environment's own rewards).
+    """
+    if invalid_action_penalty and transition.info.get("invalid_action"):
+        return transition.reward - invalid_action_penalty
+    return transition.reward
+
+
 def rewards_and_dones(
     batch: Sequence[Transition], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
