@@ -430,6 +430,29 @@ def config_differences(saved: Any, asked: Any, path: str = "") -> list[str]:
     return [] if saved == asked else [f"{path}: {saved!r} there, {asked!r} asked"]
 
 
+def with_present_defaults(
+    saved: dict[str, Any], trainer_class: type[Any], algorithm_class: type[Any]
+) -> dict[str, Any]:
+    """A saved run config with the settings added since it ran filled in at their defaults.
+
+    A setting is added with a default that keeps the earlier behaviour, so a run
+    made before it existed is a run at that default. Settings since removed stay
+    as they were (and then differ); a section that does not validate is left whole.
+    """
+    from pydantic import ValidationError
+
+    present = dict(saved)
+    for key, model in (("trainer", trainer_class), ("algorithm", algorithm_class)):
+        section = saved.get(key, {})
+        known = {k: v for k, v in section.items() if k in model.model_fields}
+        try:
+            filled = model.model_validate(known).model_dump(mode="json")
+        except ValidationError:
+            continue
+        present[key] = {**filled, **{k: v for k, v in section.items() if k not in known}}
+    return present
+
+
 def run_one(
     algo: str,
     seed: int,
@@ -460,6 +483,9 @@ def run_one(
     done = run_dir / RESULT_FILE
     if done.is_file():
         saved = json.loads(done.read_text())
+        saved["config"] = with_present_defaults(
+            saved["config"], type(trainer_config), type(algorithm_config)
+        )
         if saved["config"] != config:
             raise SystemExit(
                 f"{run_dir} holds a finished run of another config ("

@@ -147,3 +147,16 @@ def test_main_writes_table_json_and_curves(
     ):
         bench.main(changed)
     assert (out / "runs" / "reinforce-seed0" / "metrics.jsonl").stat().st_mtime_ns == before
+
+    # A run made before a setting existed ran at that setting's default: it is read back.
+    result = out / "runs" / "reinforce-seed0" / bench.RESULT_FILE
+    finished = json.loads(result.read_text())
+    del finished["config"]["algorithm"]["chunk_episodes"]
+    result.write_text(json.dumps(finished))
+    bench.main(argv)
+    assert (out / "runs" / "reinforce-seed0" / "metrics.jsonl").stat().st_mtime_ns == before
+    # One with a setting since removed is another config.
+    finished["config"]["algorithm"]["retired_setting"] = 1
+    result.write_text(json.dumps(finished))
+    with pytest.raises(SystemExit, match=r"another config \(algorithm.retired_setting: 1 there"):
+        bench.main(argv)
