@@ -453,6 +453,49 @@ def with_present_defaults(
     return present
 
 
+def run_dir_of(out: Path, algo: str, seed: int) -> Path:
+    """Where the run of ``algo`` at ``seed`` lives under ``--out``."""
+    return out / "runs" / f"{algo}-seed{seed}"
+
+
+def run_identity(
+    algo: str, seed: int, bc: Path, env_id: str, trainer_config: Any, algorithm_config: Any
+) -> dict[str, Any]:
+    """What a run's result is of: a finished run is read back only for the same identity."""
+    return {
+        "algo": algo,
+        "seed": seed,
+        "bc": str(bc.resolve()),
+        "env_id": env_id,
+        "trainer": trainer_config.model_dump(mode="json"),
+        "algorithm": algorithm_config.model_dump(mode="json"),
+    }
+
+
+def finished_run(
+    run_dir: Path, identity: dict[str, Any], trainer_config: Any, algorithm_config: Any
+) -> dict[str, Any] | None:
+    """The saved result of a finished run of ``identity`` in ``run_dir``, or None if none is.
+
+    A finished run of another config stops the command with what differs (it
+    is never overwritten).
+    """
+    done = run_dir / RESULT_FILE
+    if not done.is_file():
+        return None
+    saved: dict[str, Any] = json.loads(done.read_text())
+    saved["config"] = with_present_defaults(
+        saved["config"], type(trainer_config), type(algorithm_config)
+    )
+    if saved["config"] != identity:
+        raise SystemExit(
+            f"{run_dir} holds a finished run of another config ("
+            + "; ".join(config_differences(saved["config"], identity))
+            + "); pass another --out, or delete that directory to run it again"
+        )
+    return saved
+
+
 def run_one(
     algo: str,
     seed: int,
@@ -465,33 +508,16 @@ def run_one(
 ) -> RunResult:
     """Train ``algo`` from a fresh copy of the cloned policy; read its curve and timings back.
 
-    A run directory holding a finished run of the same config is read back, not rerun;
-    one of another config is refused with what differs (it is never overwritten).
+    A run directory holding a finished run of the same config is read back, not rerun
+    (`finished_run`).
     """
     from archer_agents.cli_train import algorithm_classes
     from archer_agents.local_policy import LocalPolicy
     from archer_agents.training.trainer import Trainer
 
-    config = {
-        "algo": algo,
-        "seed": seed,
-        "bc": str(bc.resolve()),
-        "env_id": env_id,
-        "trainer": trainer_config.model_dump(mode="json"),
-        "algorithm": algorithm_config.model_dump(mode="json"),
-    }
-    done = run_dir / RESULT_FILE
-    if done.is_file():
-        saved = json.loads(done.read_text())
-        saved["config"] = with_present_defaults(
-            saved["config"], type(trainer_config), type(algorithm_config)
-        )
-        if saved["config"] != config:
-            raise SystemExit(
-                f"{run_dir} holds a finished run of another config ("
-                + "; ".join(config_differences(saved["config"], config))
-                + "); pass another --out, or delete that directory to run it again"
-            )
+    config = run_identity(algo, seed, bc, env_id, trainer_config, algorithm_config)
+    saved = finished_run(run_dir, config, trainer_config, algorithm_config)
+    if saved is not None:
         print(f"{algo} seed {seed}: finished run read back from {run_dir}")
         return read_run(run_dir, algo, seed, bc_return, config, saved["run_s"])
     if run_dir.exists():  # an unfinished run (killed or stopped): this script owns OUT/runs
@@ -522,7 +548,7 @@ def run_one(
         on_iteration=on_iteration,
     ).train()
     run_s = time.perf_counter() - started
-    done.write_text(json.dumps({"config": config, "run_s": run_s}, indent=2))
+    (run_dir / RESULT_FILE).write_text(json.dumps({"config": config, "run_s": run_s}, indent=2))
     return read_run(run_dir, algo, seed, bc_return, config, run_s)
 
 
@@ -753,6 +779,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     bc = args.bc if args.bc is not None else build_bc(args.out / "bc", args.env)
+    for (algo, seed), (trainer_config, algorithm_config) in configs.items():
+        # Every conflict stops the command before any run trains.
+        identity = run_identity(algo, seed, bc, args.env, trainer_config, algorithm_config)
+        finished_run(run_dir_of(args.out, algo, seed), identity, trainer_config, algorithm_config)
     refs = references(bc, args.env, seeds, args.eval_episodes)
     print(
         f"behaviour-cloned {refs['bc_mean']:.2f}, expert {refs['expert_mean']:.2f}, "
@@ -768,7 +798,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     seed,
                     bc,
                     args.env,
-                    args.out / "runs" / f"{algo}-seed{seed}",
+                    run_dir_of(args.out, algo, seed),
                     trainer_config,
                     algorithm_config,
                     refs["bc"][seed],

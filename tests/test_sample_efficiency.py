@@ -155,8 +155,12 @@ def test_main_writes_table_json_and_curves(
     result.write_text(json.dumps(finished))
     bench.main(argv)
     assert (out / "runs" / "reinforce-seed0" / "metrics.jsonl").stat().st_mtime_ns == before
-    # One with a setting since removed is another config.
+    # One with a setting since removed is another config, and the conflict stops the
+    # command before any run trains (here reinforce's new seed 2, which comes first).
+    result = out / "runs" / "filtered_bc-seed1" / bench.RESULT_FILE
+    finished = json.loads(result.read_text())
     finished["config"]["algorithm"]["retired_setting"] = 1
     result.write_text(json.dumps(finished))
     with pytest.raises(SystemExit, match=r"another config \(algorithm.retired_setting: 1 there"):
-        bench.main(argv)
+        bench.main([*argv[:seeds_at], "--seeds", "3", *argv[seeds_at + 2 :]])
+    assert not (out / "runs" / "reinforce-seed2").exists()
