@@ -25,8 +25,10 @@ iteration (`EPISODES_PER_ITERATION`); ``--set algo.key=value`` overrides
 any setting of one method (``--set ppo.policy_lr=1e-4``,
 ``--set ppo.trainer.episodes_per_iteration=128``). A finished run whose
 resolved config is unchanged is read back instead of rerun, so runs can be
-added to an output directory one invocation at a time; a finished run of
-another config is refused with what differs, never overwritten.
+added to an output directory one invocation at a time (a setting added since a
+run was made counts at its default); a finished run of another config stops
+the command, before any run trains, with what differs, and is never
+overwritten.
 
     archer quickstart --env-id archer/TwentyQuestionsMini-v0 --out runs/quickstart
     python benchmarks/sample_efficiency.py --bc runs/quickstart/bc_policy \\
