@@ -480,12 +480,20 @@ def finished_run(
     """The saved result of a finished run of ``identity`` in ``run_dir``, or None if none is.
 
     A finished run of another config stops the command with what differs (it
-    is never overwritten).
+    is never overwritten), as does a result file that does not read back.
     """
     done = run_dir / RESULT_FILE
     if not done.is_file():
         return None
-    saved: dict[str, Any] = json.loads(done.read_text())
+    try:
+        saved = json.loads(done.read_text())
+    except json.JSONDecodeError:
+        saved = None
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise SystemExit(
+            f"{done} is not a run result (JSON with its config), so whether {run_dir} "
+            "finished is unknown; delete that directory to run it again"
+        )
     saved["config"] = with_present_defaults(
         saved["config"], type(trainer_config), type(algorithm_config)
     )
@@ -515,6 +523,7 @@ def run_one(
     """
     from archer_agents.cli_train import algorithm_classes
     from archer_agents.local_policy import LocalPolicy
+    from archer_agents.training.checkpoint import write_text_atomic
     from archer_agents.training.trainer import Trainer
 
     config = run_identity(algo, seed, bc, env_id, trainer_config, algorithm_config)
@@ -550,7 +559,9 @@ def run_one(
         on_iteration=on_iteration,
     ).train()
     run_s = time.perf_counter() - started
-    (run_dir / RESULT_FILE).write_text(json.dumps({"config": config, "run_s": run_s}, indent=2))
+    write_text_atomic(
+        run_dir / RESULT_FILE, json.dumps({"config": config, "run_s": run_s}, indent=2)
+    )
     return read_run(run_dir, algo, seed, bc_return, config, run_s)
 
 

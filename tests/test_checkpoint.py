@@ -23,6 +23,7 @@ from archer_agents.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
     verify_checkpoint,
+    write_text_atomic,
 )
 from archer_agents.training.replay_buffer import ReplayBuffer
 
@@ -130,6 +131,24 @@ def test_crash_in_the_middle_of_writing_the_state(
     assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
     loaded = load_latest(tmp_path)
     assert loaded is not None and loaded.step == 1
+
+
+def test_write_text_atomic_replaces_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "result.json"
+    write_text_atomic(path, "first")
+    write_text_atomic(path, "second")
+    assert path.read_text() == "second"
+
+    def killed(*args: object) -> None:
+        raise KeyboardInterrupt("killed before the rename")
+
+    monkeypatch.setattr(ckpt.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_text_atomic(path, "third")
+    assert path.read_text() == "second"  # the old file, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temporary left
 
 
 def test_crash_before_the_pointer_moves_resumes_from_the_pointer(

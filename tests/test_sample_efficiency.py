@@ -164,3 +164,9 @@ def test_main_writes_table_json_and_curves(
     with pytest.raises(SystemExit, match=r"another config \(algorithm.retired_setting: 1 there"):
         bench.main([*argv[:seeds_at], "--seeds", "3", *argv[seeds_at + 2 :]])
     assert not (out / "runs" / "reinforce-seed2").exists()
+
+    # A result file that does not read back stops the command, and the run is kept.
+    result.write_text(json.dumps(finished)[:40])
+    with pytest.raises(SystemExit, match=r"is not a run result .* delete that directory"):
+        bench.main(argv)
+    assert (out / "runs" / "filtered_bc-seed1" / "metrics.jsonl").is_file()

@@ -97,6 +97,11 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     _fsync_dir(path.parent)
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path``: a reader sees the old file or the new one, never a part."""
+    _atomic_write(Path(path), lambda handle: handle.write(text.encode()))
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -388,4 +393,5 @@ __all__ = [
     "restore_rng_state",
     "save_checkpoint",
     "verify_checkpoint",
+    "write_text_atomic",
 ]

@@ -83,6 +83,7 @@ from archer_agents.training.checkpoint import (
     load_latest,
     restore_rng_state,
     save_checkpoint,
+    write_text_atomic,
 )
 from archer_agents.training.distributed import Distributed
 from archer_agents.training.evaluation import summarize
@@ -636,10 +637,7 @@ class Trainer:
         algorithm_config = getattr(self.algorithm, "config", None)
         if isinstance(algorithm_config, BaseModel) and "algorithm_config" not in info:
             info["algorithm_config"] = algorithm_config.model_dump(mode="json")
-        path = self.run_dir / RUN_FILE
-        tmp = path.with_name(f".{RUN_FILE}.tmp")
-        tmp.write_text(json.dumps(info, indent=2, default=str))
-        os.replace(tmp, path)
+        write_text_atomic(self.run_dir / RUN_FILE, json.dumps(info, indent=2, default=str))
 
 
 def rollout_metrics(episodes: list[Episode]) -> dict[str, float]:
