@@ -6,7 +6,8 @@ not release theirs, so the choices below are ours and are documented:
 
 - Rewards arrive at the end of each utterance (the environment's reward for
   that turn, less ``invalid_action_penalty`` for a turn it could not read, as
-  in ArCHer; off by default). Advantages are computed by GAE over utterance-level steps:
+  in ArCHer; off by default). Advantages are computed by GAE over
+  utterance-level steps:
   ``delta_t = r_t + gamma * (1 - done_t) * V(s_{t+1}) - V(s_t)`` and
   ``A_t = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}``, per episode; a
   time-limit end counts as done, as in ArCHer's critic. Every token of
