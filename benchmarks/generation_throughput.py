@@ -23,9 +23,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from archer_agents.local_policy import LocalPolicy
-from archer_agents.policy import SamplingParams
-from archer_agents.tiny_model import init_model
+from archer_agents.policies.local_policy import LocalPolicy
+from archer_agents.policies.protocol import SamplingParams
+from archer_agents.policies.tiny_model import init_model
 from archer_agents.training.corpus import environment_corpus
 
 QUESTIONS = [

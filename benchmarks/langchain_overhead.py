@@ -26,12 +26,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from langchain_core.messages import HumanMessage
 
-from archer_agents.chat_model import ArcherChatModel
-from archer_agents.local_policy import LocalPolicy
-from archer_agents.policy import SamplingParams
-from archer_agents.prompts import render_messages
-from archer_agents.recorder import EpisodeRecorder
-from archer_agents.tiny_model import init_model
+from archer_agents.formats.prompts import render_messages
+from archer_agents.langchain.chat_model import ArcherChatModel
+from archer_agents.langchain.recorder import EpisodeRecorder
+from archer_agents.policies.local_policy import LocalPolicy
+from archer_agents.policies.protocol import SamplingParams
+from archer_agents.policies.tiny_model import init_model
 from archer_agents.tools.twenty_questions import make_twenty_questions_tool
 from archer_agents.training.corpus import environment_corpus
 

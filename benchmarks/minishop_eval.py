@@ -22,8 +22,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from archer_agents.environments.minishop import MiniShopEnv
-from archer_agents.stats import bootstrap_mean
+from archer_agents.data.stats import bootstrap_mean
+from archer_agents.environments.minishop.env import MiniShopEnv
 
 
 def play(env: MiniShopEnv, agent, task_id: str) -> tuple[float, int, int, float, dict]:
@@ -77,7 +77,7 @@ def evaluate(env: MiniShopEnv, kind: str, trials: int) -> tuple[dict[str, str], 
 
 def browser_speed(catalog: str, goals: int) -> tuple[int, float, float, int, int]:
     """Expert episodes in Chromium: (steps, step seconds, reset seconds, successes, matches)."""
-    from archer_agents.environments.minishop_browser import MiniShopBrowserEnv
+    from archer_agents.environments.minishop.browser import MiniShopBrowserEnv
 
     text = MiniShopEnv(catalog=catalog)
     browser = MiniShopBrowserEnv(catalog=catalog)

@@ -35,9 +35,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from question_game_diagnostics import ORACLES
 
-from archer_agents.environments.question_game import OBSERVATION_HEADER
+from archer_agents.environments.questions.game import OBSERVATION_HEADER
 from archer_agents.tools.question_oracle import QuestionOracle
-from archer_agents.training.archer import Archer
+from archer_agents.training.algorithms.archer import Archer
 
 
 class RuleCritic(nn.Module):
@@ -110,10 +110,10 @@ def run(
     seed: int = 0,
 ) -> list[dict[str, float]]:
     """Train with the oracle critic for ``minutes``; one row per iteration."""
-    from archer_agents.cli_train import load_run_config
-    from archer_agents.local_policy import LocalPolicy
-    from archer_agents.quickstart import ARCHER_PRESET
-    from archer_agents.training.archer import ArcherConfig
+    from archer_agents.cli.quickstart import ARCHER_PRESET
+    from archer_agents.cli.train import load_run_config
+    from archer_agents.policies.local_policy import LocalPolicy
+    from archer_agents.training.algorithms.archer import ArcherConfig
     from archer_agents.training.trainer import Trainer
 
     trainer_config, config = load_run_config(

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import archer_agents.environments  # noqa: F401  (registers the ids)
-from archer_agents.schema import Episode
+from archer_agents.data.schema import Episode
 from archer_agents.tools.twenty_questions import TwentyQuestionsOracle
 
 ORACLES = {
@@ -38,8 +38,8 @@ ORACLES = {
 
 
 def play(env_id: str, policy: str, episodes: int, temperature: float, seed: int) -> list[Episode]:
-    from archer_agents.local_policy import LocalPolicy
-    from archer_agents.policy import SamplingParams
+    from archer_agents.policies.local_policy import LocalPolicy
+    from archer_agents.policies.protocol import SamplingParams
     from archer_agents.training.cached_rollout import CachedPolicyActor
     from archer_agents.training.rollout import (
         Actor,
@@ -107,7 +107,7 @@ def turn_report(episodes: list[Episode], oracle: TwentyQuestionsOracle) -> dict[
 def critic_report(
     episodes: list[Episode], checkpoint: str, oracle: TwentyQuestionsOracle
 ) -> dict[str, float]:
-    from archer_agents.critic import DoubleCritic
+    from archer_agents.critic.model import DoubleCritic
     from archer_agents.training.checkpoint import load_latest
     from archer_agents.training.critic_config import CriticSettings, build_critic
 

@@ -19,9 +19,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from archer_agents.local_policy import LocalPolicy
-from archer_agents.policy import SamplingParams
-from archer_agents.tiny_model import init_model
+from archer_agents.policies.local_policy import LocalPolicy
+from archer_agents.policies.protocol import SamplingParams
+from archer_agents.policies.tiny_model import init_model
 from archer_agents.training.cached_rollout import CachedPolicyActor
 from archer_agents.training.corpus import environment_corpus
 from archer_agents.training.rollout import collect, make_env_factory

@@ -18,7 +18,7 @@ Printed and written to ``OUT``:
   (rollout, critic, actor) and the rollouts' generated tokens per second;
 - ``results.json``: the same figures, every curve and every resolved config.
 
-ArCHer runs with `archer_agents.quickstart.ARCHER_PRESET`, so this benchmark
+ArCHer runs with `archer_agents.cli.quickstart.ARCHER_PRESET`, so this benchmark
 measures what the main job trains. Each baseline has a CPU-scale preset of its
 own (`BASELINE_PRESETS`, documented there) and its own batch of episodes per
 iteration (`EPISODES_PER_ITERATION`); ``--set algo.key=value`` overrides
@@ -57,7 +57,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
-from archer_agents.quickstart import ARCHER_PRESET
+from archer_agents.cli.quickstart import ARCHER_PRESET
 
 ALGORITHMS = ("archer", "ppo", "reinforce", "filtered_bc", "chai")
 
@@ -327,8 +327,8 @@ def evaluate_actor(actor: Any, env_id: str, eval_episodes: int, seed: int) -> di
 
 def references(bc: Path, env_id: str, seeds: Sequence[int], eval_episodes: int) -> dict[str, Any]:
     """The cloned policy's and the expert's test returns per seed, their means, the threshold."""
-    from archer_agents.local_policy import LocalPolicy
-    from archer_agents.policy import SamplingParams
+    from archer_agents.policies.local_policy import LocalPolicy
+    from archer_agents.policies.protocol import SamplingParams
     from archer_agents.training.cached_rollout import CachedPolicyActor
     from archer_agents.training.rollout import ScriptedActor
 
@@ -381,7 +381,7 @@ def run_config(
     eval_episodes: int,
 ) -> tuple[Any, Any]:
     """(TrainerConfig, algorithm config) of one run: the preset, the overrides, the budget."""
-    from archer_agents.cli_train import algorithm_classes, load_run_config
+    from archer_agents.cli.train import algorithm_classes, load_run_config
 
     _, config_class = algorithm_classes(algo)
     preset = _ARCHER if algo == "archer" else BASELINE_PRESETS[algo]
@@ -521,8 +521,8 @@ def run_one(
     A run directory holding a finished run of the same config is read back, not rerun
     (`finished_run`).
     """
-    from archer_agents.cli_train import algorithm_classes
-    from archer_agents.local_policy import LocalPolicy
+    from archer_agents.cli.train import algorithm_classes
+    from archer_agents.policies.local_policy import LocalPolicy
     from archer_agents.training.checkpoint import write_text_atomic
     from archer_agents.training.trainer import Trainer
 
@@ -725,7 +725,7 @@ def build_bc(out: Path, env_id: str) -> Path:
     The quickstart builds the model, clones its teacher and saves ``bc_policy``
     before its ArCHer phase, which is cut to one iteration here.
     """
-    from archer_agents.quickstart import quickstart
+    from archer_agents.cli.quickstart import quickstart
 
     quickstart(
         out,

@@ -19,8 +19,8 @@ import gymnasium as gym
 import numpy as np
 
 import archer_agents.environments  # noqa: F401  (registers the ids)
+from archer_agents.data.stats import bootstrap_mean
 from archer_agents.environments.base import TextEnv
-from archer_agents.stats import bootstrap_mean
 
 
 def run(env: TextEnv, kind: str, *, episodes: int, split: str, seed: int) -> dict[str, str]:

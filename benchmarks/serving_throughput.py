@@ -38,11 +38,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import httpx
 import torch
 
-from archer_agents.adapters import AdapterRegistry, Deployment
-from archer_agents.local_policy import LocalPolicy, LoraSettings
-from archer_agents.tiny_model import init_model
+from archer_agents.policies.adapters import AdapterRegistry, Deployment
+from archer_agents.policies.local_policy import LocalPolicy, LoraSettings
+from archer_agents.policies.tiny_model import init_model
+from archer_agents.serving.vllm_server import VLLMServer, VLLMSettings, free_port
 from archer_agents.training.corpus import environment_corpus
-from archer_agents.vllm_server import VLLMServer, VLLMSettings, free_port
 
 QUESTIONS = [
     "Is it an animal?",
@@ -162,7 +162,7 @@ class LocalProcess:
         command = [
             sys.executable,
             "-c",
-            "from archer_agents.cli import main; main()",
+            "from archer_agents.cli.app import main; main()",
             "serve",
             str(model_dir),
             "--port",

@@ -22,8 +22,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from archer_agents.environments.support_sim import SupportSimEnv
-from archer_agents.stats import bootstrap_mean, pass_hat_k
+from archer_agents.data.stats import bootstrap_mean, pass_hat_k
+from archer_agents.environments.support.env import SupportSimEnv
 from archer_agents.tools.support import generate_database
 
 

@@ -12,15 +12,18 @@ NAMESPACE = "archer"
 
 # (id, "module:Class") pairs; keyword arguments go through gymnasium.make(id, **kwargs).
 ENVIRONMENTS: tuple[tuple[str, str], ...] = (
-    ("archer/TwentyQuestions-v0", "archer_agents.environments.twenty_questions:TwentyQuestionsEnv"),
+    (
+        "archer/TwentyQuestions-v0",
+        "archer_agents.environments.questions.twenty_questions:TwentyQuestionsEnv",
+    ),
     (
         "archer/TwentyQuestionsMini-v0",
-        "archer_agents.environments.twenty_questions:TwentyQuestionsMiniEnv",
+        "archer_agents.environments.questions.twenty_questions:TwentyQuestionsMiniEnv",
     ),
-    ("archer/GuessMyCity-v0", "archer_agents.environments.guess_my_city:GuessMyCityEnv"),
-    ("archer/MiniShop-v0", "archer_agents.environments.minishop:MiniShopEnv"),
-    ("archer/MiniShopBrowser-v0", "archer_agents.environments.minishop_browser:MiniShopBrowserEnv"),
-    ("archer/SupportSim-v0", "archer_agents.environments.support_sim:SupportSimEnv"),
+    ("archer/GuessMyCity-v0", "archer_agents.environments.questions.guess_my_city:GuessMyCityEnv"),
+    ("archer/MiniShop-v0", "archer_agents.environments.minishop.env:MiniShopEnv"),
+    ("archer/MiniShopBrowser-v0", "archer_agents.environments.minishop.browser:MiniShopBrowserEnv"),
+    ("archer/SupportSim-v0", "archer_agents.environments.support.env:SupportSimEnv"),
 )
 
 

@@ -1,6 +1,6 @@
 """A Gymnasium text environment whose actions are calls to LangChain tools.
 
-The agent's utterance is parsed into a tool call (`action_parsing`), checked
+The agent's utterance is parsed into a tool call (`archer_agents.formats.tool_calls`), checked
 against the tool's pydantic argument schema, and run; what the tool returns is
 the next observation. Every mistake of the model (unparsable text, unknown
 tool, invalid arguments, a tool raising, an over-long action) becomes an
@@ -29,9 +29,14 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from archer_agents.environments.action_parsing import ActionParseError, ToolCall, parse_tool_call
 from archer_agents.environments.base import TextEnv, to_ascii
-from archer_agents.prompts import render_messages, tool_spec
+from archer_agents.formats.prompts import render_messages, tool_spec
+from archer_agents.formats.tool_calls import (
+    ActionParseError,
+    ToolCall,
+    bind_positional,
+    parse_tool_call,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -94,16 +99,7 @@ def bind_arguments(tool: BaseTool, call: ToolCall) -> dict[str, Any]:
         fields = list(schema.model_fields)
     elif isinstance(schema, dict):
         fields = list(schema.get("properties", {}))
-    arguments = dict(call.arguments)
-    if len(call.positional) > len(fields):
-        raise ValueError(
-            f"{call.name} takes at most {len(fields)} argument(s) ({', '.join(fields)}), "
-            f"got {len(call.positional)} positional"
-        )
-    for name, value in zip(fields, call.positional, strict=False):
-        if name in arguments:
-            raise ValueError(f"{call.name} got argument {name!r} twice")
-        arguments[name] = value
+    arguments = bind_positional(call, fields)
     unknown = sorted(set(arguments) - set(fields)) if fields or schema is not None else []
     if unknown:
         raise ValueError(

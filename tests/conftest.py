@@ -44,7 +44,7 @@ def tiny_corpus() -> tuple[str, ...]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A "test"-size model and its tokenizer saved with `save_pretrained` (read-only: copy it)."""
-    from archer_agents.tiny_model import init_model
+    from archer_agents.policies.tiny_model import init_model
 
     return init_model(
         tmp_path_factory.mktemp("tiny") / "model", TINY_CORPUS, size="test", vocab_size=512, seed=0
@@ -54,6 +54,6 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_policy(tiny_model_dir: Path):
     """A fresh `LocalPolicy` on the tiny model, sampling with a generator seeded 0."""
-    from archer_agents.local_policy import LocalPolicy
+    from archer_agents.policies.local_policy import LocalPolicy
 
     return LocalPolicy.from_pretrained(tiny_model_dir, seed=0)

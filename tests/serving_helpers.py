@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from archer_agents.local_policy import LocalPolicy, LoraSettings
+from archer_agents.policies.local_policy import LocalPolicy, LoraSettings
 
 
 def random_lora_policy(model_dir: Path, seed: int, r: int = 8, scale: float = 0.3) -> LocalPolicy:
@@ -27,7 +27,7 @@ def random_adapter(model_dir: Path, out: Path, seed: int, r: int = 8, scale: flo
 
 def start_local_server(model_dir: Path, settings=None, adapters=None):
     """The local server on a free 127.0.0.1 port, serving ``model_dir`` as "tiny"."""
-    from archer_agents.local_server import LocalServer, create_app
+    from archer_agents.serving.local_server import LocalServer, create_app
 
     policy = LocalPolicy.from_pretrained(model_dir)
     app = create_app(policy, "tiny", settings, adapters=adapters)

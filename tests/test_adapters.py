@@ -10,10 +10,10 @@ import torch
 from serving_helpers import OBSERVATIONS, start_local_server
 from typer.testing import CliRunner
 
-from archer_agents.adapters import AdapterRegistry, Deployment
-from archer_agents.local_policy import LocalPolicy, LoraSettings
-from archer_agents.policy import SamplingParams
-from archer_agents.server_policy import ServerPolicy
+from archer_agents.policies.adapters import AdapterRegistry, Deployment
+from archer_agents.policies.local_policy import LocalPolicy, LoraSettings
+from archer_agents.policies.protocol import SamplingParams
+from archer_agents.policies.server_policy import ServerPolicy
 
 
 @pytest.fixture
@@ -131,8 +131,8 @@ def test_training_then_a_swap_routes_rollouts_to_the_new_weights(
 
 
 def test_deploy_command_lists_promotes_and_rolls_back(tmp_path, tiny_model_dir, trainee) -> None:
-    import archer_agents.cli_serve  # noqa: F401  (registers `deploy` on the app)
-    from archer_agents.cli import app
+    import archer_agents.cli.serve  # noqa: F401  (registers `deploy` on the app)
+    from archer_agents.cli.app import app
 
     registry = AdapterRegistry(tmp_path / "reg")
     registry.save(trainee, metrics={"success": 0.5})
@@ -178,7 +178,7 @@ def test_a_policy_following_the_registry_samples_from_each_promoted_version(
 ) -> None:
     from serving_helpers import random_lora_policy
 
-    from archer_agents.server_policy import ServerError
+    from archer_agents.policies.server_policy import ServerError
 
     registry = AdapterRegistry(tmp_path / "reg", name="agent")
     first, second = random_lora_policy(tiny_model_dir, 1), random_lora_policy(tiny_model_dir, 2)

@@ -11,28 +11,31 @@ from typing import Any
 import pytest
 import torch
 
-from archer_agents.critic import DoubleCritic
-from archer_agents.encoders import HashingEncoder
-from archer_agents.local_policy import LocalPolicy
-from archer_agents.schema import Episode, Transition
-from archer_agents.training.bc import action_token_ids, nll_loss
-from archer_agents.training.chai import (
+from archer_agents.critic.encoders import HashingEncoder
+from archer_agents.critic.model import DoubleCritic
+from archer_agents.critic.ranking import candidate_values, rank_candidates
+from archer_agents.data.schema import Episode, Transition
+from archer_agents.policies.local_policy import LocalPolicy
+from archer_agents.training.algorithms.bc import action_token_ids, nll_loss
+from archer_agents.training.algorithms.chai import (
     Chai,
     ChaiActor,
     ChaiConfig,
-    candidate_values,
-    rank_candidates,
 )
-from archer_agents.training.checkpoint import load_latest, save_checkpoint
-from archer_agents.training.filtered_bc import (
+from archer_agents.training.algorithms.filtered_bc import (
     FilteredBC,
     FilteredBCConfig,
     return_threshold,
     select_episodes,
 )
+from archer_agents.training.algorithms.ppo import PPO, PPOConfig, PPOSample, utterance_gae
+from archer_agents.training.algorithms.reinforce import (
+    Reinforce,
+    ReinforceConfig,
+    batch_mean_advantages,
+)
+from archer_agents.training.checkpoint import load_latest, save_checkpoint
 from archer_agents.training.losses import actor_loss, critic_loss
-from archer_agents.training.ppo import PPO, PPOConfig, PPOSample, utterance_gae
-from archer_agents.training.reinforce import Reinforce, ReinforceConfig, batch_mean_advantages
 from archer_agents.training.rollout import ScriptedActor, collect, make_env_factory
 
 ENV_ID = "archer/TwentyQuestions-v0"
@@ -317,7 +320,7 @@ def test_chai_trains_the_critic_only_and_lowers_its_loss(tiny_policy: LocalPolic
 
 
 def test_chai_trains_its_critic_exactly_as_online_archer_does(tiny_model_dir: Path) -> None:
-    from archer_agents.training.archer import Archer, ArcherConfig
+    from archer_agents.training.algorithms.archer import Archer, ArcherConfig
 
     settings: dict[str, Any] = {
         "critic_hidden_size": 32,
@@ -618,7 +621,7 @@ SMALL = {
 def test_archer_train_runs_checkpoints_and_resumes_each_baseline(
     algo: str, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    from archer_agents.cli_train import train
+    from archer_agents.cli.train import train
 
     loop = ["episodes_per_iteration=2", "num_envs=2", "eval_episodes=2", "tensorboard=false"]
     overrides = ["max_new_tokens=4", *SMALL[algo], *loop]
@@ -631,7 +634,7 @@ def test_archer_train_runs_checkpoints_and_resumes_each_baseline(
         overrides=[*overrides, "iterations=1"],
     )
     assert first.counters.iteration == 1 and first.counters.episodes == 2
-    assert (run / "checkpoints" / "latest").is_file()  # saving works (ALGORITHM.md defect 7)
+    assert (run / "checkpoints" / "latest").is_file()  # saving works (docs/algorithm.md, defect 7)
     resumed = train(
         algo=algo,
         env_id=ENV_ID,

@@ -24,20 +24,25 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import BaseTool, tool
 
-from archer_agents.agent import load_agent, load_chat_model
-from archer_agents.chat_model import ArcherChatModel
-from archer_agents.critic import DoubleCritic
-from archer_agents.encoders import HashingEncoder
+from archer_agents.critic.encoders import HashingEncoder
+from archer_agents.critic.model import DoubleCritic
+from archer_agents.critic.ranking import candidate_values
+from archer_agents.data.episode_log import read_episodes
+from archer_agents.data.schema import Episode, Transition
 from archer_agents.environments.tool_env import ToolCallingEnv, ToolTask
-from archer_agents.episode_log import read_episodes
-from archer_agents.local_policy import LocalPolicy
-from archer_agents.policy import Generation, SamplingParams
-from archer_agents.prompts import render_action, render_messages, render_tool_call, tool_spec
-from archer_agents.recorder import EpisodeRecorder
-from archer_agents.schema import Episode, Transition
+from archer_agents.formats.prompts import (
+    render_action,
+    render_messages,
+    render_tool_call,
+    tool_spec,
+)
+from archer_agents.langchain.agent import load_agent, load_chat_model
+from archer_agents.langchain.chat_model import ArcherChatModel
+from archer_agents.langchain.recorder import EpisodeRecorder
+from archer_agents.policies.local_policy import LocalPolicy
+from archer_agents.policies.protocol import Generation, SamplingParams
 from archer_agents.tools.twenty_questions import make_twenty_questions_tool
-from archer_agents.training.bc import BCConfig, behaviour_clone
-from archer_agents.training.chai import candidate_values
+from archer_agents.training.algorithms.bc import BCConfig, behaviour_clone
 
 TASK = "Find the secret object."
 QUESTION = "Is it a penguin?"

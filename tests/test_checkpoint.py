@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from archer_agents.critic import DoubleCritic, make_target
-from archer_agents.encoders import HashingEncoder
-from archer_agents.schema import Transition
+from archer_agents.critic.encoders import HashingEncoder
+from archer_agents.critic.model import DoubleCritic, make_target
+from archer_agents.data.schema import Transition
 from archer_agents.training import checkpoint as ckpt
 from archer_agents.training.checkpoint import (
     CheckpointError,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from archer_agents.cli import full_app
-from archer_agents.episode_log import read_episodes
+from archer_agents.cli.app import full_app
+from archer_agents.data.episode_log import read_episodes
 
 runner = CliRunner()
 TQ = "archer/TwentyQuestions-v0"
@@ -168,8 +168,8 @@ def test_bc_passes_packing_warm_up_and_seed_to_the_cloning_it_runs(
 ) -> None:
     import torch
 
-    from archer_agents.local_policy import LocalPolicy
-    from archer_agents.training.bc import BCConfig, behaviour_clone
+    from archer_agents.policies.local_policy import LocalPolicy
+    from archer_agents.training.algorithms.bc import BCConfig, behaviour_clone
 
     log = tmp_path / "expert.jsonl"
     result = run("rollout", TQ, "--policy", "expert", "--episodes", "4", "--out", str(log))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from archer_agents.training.archer import ArcherConfig
+from archer_agents.training.algorithms.archer import ArcherConfig
 from archer_agents.training.config import (
     ConfigError,
     dump_config,

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from archer_agents.critic import DoubleCritic, make_target, polyak_update
-from archer_agents.encoders import (
+from archer_agents.critic.encoders import (
     CachedEncoder,
     HashingEncoder,
     HFEncoder,
@@ -17,6 +16,7 @@ from archer_agents.encoders import (
     load_encoder,
     minilm_encoder,
 )
+from archer_agents.critic.model import DoubleCritic, make_target, polyak_update
 
 OBS = [
     "Questions:\nIs it an animal? Yes.\n",
@@ -69,7 +69,7 @@ def test_mismatched_batches_and_bad_encoders_raise() -> None:
     critic = small_critic()
     with pytest.raises(ValueError, match="one action per observation"):
         critic.q(OBS, ACTS[:2])
-    with pytest.raises(TypeError, match="archer_agents.encoders"):
+    with pytest.raises(TypeError, match="archer_agents.critic.encoders"):
         DoubleCritic(torch.nn.Linear(2, 2))
 
 

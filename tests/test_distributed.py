@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from archer_agents.episode_log import read_episodes
+from archer_agents.data.episode_log import read_episodes
 from archer_agents.training.checkpoint import load_latest
 from archer_agents.training.distributed import Distributed, average_gradients, shard
 from archer_agents.training.run_log import read_metrics
@@ -164,11 +164,11 @@ TRAIN = textwrap.dedent(
     from pathlib import Path
     import torch
     torch.set_num_threads(1)
-    from archer_agents.local_policy import LocalPolicy
-    from archer_agents.training.archer import Archer, ArcherConfig
-    from archer_agents.training.filtered_bc import FilteredBC, FilteredBCConfig
-    from archer_agents.training.ppo import PPO, PPOConfig
-    from archer_agents.training.reinforce import Reinforce, ReinforceConfig
+    from archer_agents.policies.local_policy import LocalPolicy
+    from archer_agents.training.algorithms.archer import Archer, ArcherConfig
+    from archer_agents.training.algorithms.filtered_bc import FilteredBC, FilteredBCConfig
+    from archer_agents.training.algorithms.ppo import PPO, PPOConfig
+    from archer_agents.training.algorithms.reinforce import Reinforce, ReinforceConfig
     from archer_agents.training.trainer import Trainer, TrainerConfig
     from archer_agents.training.updates import trainable_state
 
@@ -315,9 +315,9 @@ BC = textwrap.dedent(
     from pathlib import Path
     import torch
     torch.set_num_threads(1)
-    from archer_agents.episode_log import read_episodes
-    from archer_agents.local_policy import LocalPolicy
-    from archer_agents.training.bc import BCConfig, behaviour_clone
+    from archer_agents.data.episode_log import read_episodes
+    from archer_agents.policies.local_policy import LocalPolicy
+    from archer_agents.training.algorithms.bc import BCConfig, behaviour_clone
     from archer_agents.training.distributed import Distributed
     from archer_agents.training.updates import trainable_state
 
@@ -359,8 +359,8 @@ BC = textwrap.dedent(
 def test_behaviour_cloning_in_two_processes_keeps_the_copies_equal(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    from archer_agents.episode_log import EpisodeWriter
-    from archer_agents.local_policy import LocalPolicy
+    from archer_agents.data.episode_log import EpisodeWriter
+    from archer_agents.policies.local_policy import LocalPolicy
     from archer_agents.training.rollout import ScriptedActor, collect, make_env_factory
     from archer_agents.training.updates import trainable_state
 

@@ -10,14 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from archer_agents.episode_log import (
+from archer_agents.data.episode_log import (
     EpisodeLogError,
     EpisodeWriter,
     ReadReport,
     iter_episodes,
     read_episodes,
 )
-from archer_agents.schema import SCHEMA_VERSION, Episode, Transition
+from archer_agents.data.schema import SCHEMA_VERSION, Episode, Transition
 
 
 def make_episode(index: int, turns: int = 2) -> Episode:

@@ -13,7 +13,7 @@ from langchain_core.tools import BaseTool
 
 import archer_agents.environments  # noqa: F401  (registers the ids)
 from archer_agents.environments.base import UnknownTaskError
-from archer_agents.environments.guess_my_city import GuessMyCityEnv
+from archer_agents.environments.questions.guess_my_city import GuessMyCityEnv
 from archer_agents.tools.guess_my_city import (
     DATA_PATH,
     HIDDEN_COUNTRY,

@@ -10,8 +10,8 @@ import pytest
 import torch
 from peft import PeftModel
 
-from archer_agents.local_policy import LocalPolicy, LoraSettings, warped_log_probs
-from archer_agents.policy import Policy, SamplingParams
+from archer_agents.policies.local_policy import LocalPolicy, LoraSettings, warped_log_probs
+from archer_agents.policies.protocol import Policy, SamplingParams
 
 SHORT = "Questions:\n"
 LONG = (
@@ -147,7 +147,7 @@ def test_long_prompts_keep_their_most_recent_tokens(
     tiny_policy.model.config.max_position_embeddings = 40
     full = tiny_policy.prompt_ids(LONG)
     sampling = SamplingParams(max_new_tokens=8)
-    with caplog.at_level(logging.WARNING, logger="archer_agents.local_policy"):
+    with caplog.at_level(logging.WARNING, logger="archer_agents.policies.local_policy"):
         first = tiny_policy.generate([LONG, SHORT], sampling)
         tiny_policy.generate([LONG], sampling)
     assert first[0].prompt_token_ids == [tiny_policy.bos_id, *full[-31:]]

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from serving_helpers import OBSERVATIONS, random_adapter, start_local_server
 
-from archer_agents.chat_prompt import CHAT_TEMPLATE, chat_prompt_text
-from archer_agents.local_policy import LocalPolicy
-from archer_agents.local_server import ServerSettings
-from archer_agents.prompts import render_prompt
+from archer_agents.formats.chat_prompt import CHAT_TEMPLATE, chat_prompt_text
+from archer_agents.formats.prompts import render_prompt
+from archer_agents.policies.local_policy import LocalPolicy
+from archer_agents.serving.local_server import ServerSettings
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def test_seeded_requests_repeat_and_greedy_matches_the_policy(client, base_polic
     again = completion(client, prompt=prompt, max_tokens=10, seed=42)["choices"][0]
     assert first["token_ids"] == again["token_ids"]
     greedy = completion(client, prompt=prompt, max_tokens=10, temperature=0)["choices"][0]
-    from archer_agents.policy import SamplingParams
+    from archer_agents.policies.protocol import SamplingParams
 
     local = base_policy.generate(
         [OBSERVATIONS[0]], SamplingParams(max_new_tokens=10, temperature=0)

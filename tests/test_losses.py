@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from archer_agents.critic import DoubleCritic, make_target, polyak_update
-from archer_agents.encoders import HashingEncoder
+from archer_agents.critic.encoders import HashingEncoder
+from archer_agents.critic.model import DoubleCritic, make_target, polyak_update
 from archer_agents.training.losses import (
     actor_loss,
     advantage,

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archer_agents.environments.base import TEXT_CHARSET
-from archer_agents.environments.minishop import MiniShopEnv
-from archer_agents.environments.minishop_actions import parse_action
+from archer_agents.environments.minishop.actions import parse_action
+from archer_agents.environments.minishop.env import MiniShopEnv
 from archer_agents.tools.shop.actions import ActionError, Command, plan
 from archer_agents.tools.shop.browser import find_chromium, require_playwright
 from archer_agents.tools.shop.catalog import (
@@ -437,7 +437,7 @@ def test_registered_ids_make_the_envs():
     assert obs.startswith("Instruction: ")
     assert "archer/MiniShopBrowser-v0" in gym.registry
     entry = gym.registry["archer/MiniShopBrowser-v0"].entry_point
-    assert entry == "archer_agents.environments.minishop_browser:MiniShopBrowserEnv"
+    assert entry == "archer_agents.environments.minishop.browser:MiniShopBrowserEnv"
 
 
 def test_langchain_tools_drive_the_env(env):

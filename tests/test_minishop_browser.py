@@ -16,8 +16,8 @@ from typing import ClassVar
 import gymnasium as gym
 import pytest
 
-from archer_agents.environments.minishop import MiniShopEnv
-from archer_agents.environments.minishop_browser import MiniShopBrowserEnv
+from archer_agents.environments.minishop.browser import MiniShopBrowserEnv
+from archer_agents.environments.minishop.env import MiniShopEnv
 from archer_agents.tools.shop.pages import parse_observation
 
 pytestmark = pytest.mark.browser

@@ -11,20 +11,20 @@ import gymnasium as gym
 import pytest
 import torch
 
-from archer_agents.environments.question_game import QuestionGameEnv
-from archer_agents.episode_log import EpisodeLogError, EpisodeWriter, read_episodes
-from archer_agents.local_policy import LocalPolicy
-from archer_agents.schema import Episode, Transition
+from archer_agents.data.episode_log import EpisodeLogError, EpisodeWriter, read_episodes
+from archer_agents.data.schema import Episode, Transition
+from archer_agents.environments.questions.game import QuestionGameEnv
+from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.training import rollout
-from archer_agents.training.bc import action_token_ids
-from archer_agents.training.checkpoint import load_latest, save_checkpoint
-from archer_agents.training.losses import awr_actor_loss, iql_critic_loss
-from archer_agents.training.offline_archer import (
+from archer_agents.training.algorithms.bc import action_token_ids
+from archer_agents.training.algorithms.offline_archer import (
     OfflineArcher,
     OfflineArcherConfig,
     offline_transitions,
     train_offline,
 )
+from archer_agents.training.checkpoint import load_latest, save_checkpoint
+from archer_agents.training.losses import awr_actor_loss, iql_critic_loss
 from archer_agents.training.rollout import PolicyActor, ScriptedActor, collect, make_env_factory
 
 ENV_ID = "archer/TwentyQuestions-v0"
@@ -268,8 +268,8 @@ def untimed(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def offline_then_online_config(log: Path, **overrides: Any) -> Any:
-    from archer_agents.training.archer import ArcherConfig
-    from archer_agents.training.offline_then_online import OfflineThenOnlineConfig
+    from archer_agents.training.algorithms.archer import ArcherConfig
+    from archer_agents.training.algorithms.offline_then_online import OfflineThenOnlineConfig
 
     online = ArcherConfig(
         critic_steps=2,
@@ -293,7 +293,7 @@ def offline_then_online_config(log: Path, **overrides: Any) -> Any:
 def test_offline_then_online_hands_the_same_policy_and_critic_to_online_archer(
     episode_log: Path, tiny_policy: LocalPolicy, tmp_path: Path
 ) -> None:
-    from archer_agents.training.offline_then_online import OfflineThenOnline
+    from archer_agents.training.algorithms.offline_then_online import OfflineThenOnline
     from archer_agents.training.run_log import read_metrics
     from archer_agents.training.trainer import Trainer, TrainerConfig
 
@@ -341,7 +341,7 @@ def test_offline_then_online_hands_the_same_policy_and_critic_to_online_archer(
 def test_offline_then_online_resumes_in_either_phase(
     episode_log: Path, tiny_policy: LocalPolicy, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    from archer_agents.training.offline_then_online import OfflineThenOnline
+    from archer_agents.training.algorithms.offline_then_online import OfflineThenOnline
 
     settings = offline_then_online_config(episode_log)
     algo = OfflineThenOnline(settings, tiny_policy)
@@ -360,7 +360,7 @@ def test_offline_then_online_resumes_in_either_phase(
 
 
 def test_offline_then_online_keeps_one_critic_shape(episode_log: Path) -> None:
-    from archer_agents.training.archer import ArcherConfig
+    from archer_agents.training.algorithms.archer import ArcherConfig
 
     with pytest.raises(ValueError, match="set these under offline only"):
         offline_then_online_config(episode_log, online=ArcherConfig(critic_hidden_size=8))
@@ -369,8 +369,8 @@ def test_offline_then_online_keeps_one_critic_shape(episode_log: Path) -> None:
 def test_archer_train_runs_offline_then_online_from_overrides(
     episode_log: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    from archer_agents.cli import UserError
-    from archer_agents.cli_train import train
+    from archer_agents.cli.app import UserError
+    from archer_agents.cli.train import train
 
     small = [
         "offline.critic_steps=1",
@@ -412,7 +412,7 @@ def test_archer_train_offline_takes_episode_logs_directly(
 ) -> None:
     from typer.testing import CliRunner
 
-    from archer_agents.cli import full_app
+    from archer_agents.cli.app import full_app
     from archer_agents.training.run_log import read_metrics
 
     settings = ["critic_steps=1", "critic_batch_size=8", "actor_batch_size=4", "max_new_tokens=6"]
@@ -436,9 +436,9 @@ def test_archer_train_offline_takes_episode_logs_directly(
 def test_episodes_rewritten_by_late_feedback_count_once_in_their_latest_revision(
     tmp_path: Path, tiny_policy: LocalPolicy
 ) -> None:
-    from archer_agents.agent import load_agent
-    from archer_agents.policy import SamplingParams
-    from archer_agents.recorder import EpisodeRecorder
+    from archer_agents.langchain.agent import load_agent
+    from archer_agents.langchain.recorder import EpisodeRecorder
+    from archer_agents.policies.protocol import SamplingParams
     from archer_agents.tools.twenty_questions import make_twenty_questions_tool
 
     log = tmp_path / "production.jsonl"

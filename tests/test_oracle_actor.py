@@ -8,11 +8,11 @@ import pytest
 import torch
 from benchmark_scripts import load_benchmark
 
-from archer_agents.local_policy import LocalPolicy
-from archer_agents.schema import Episode, Transition
+from archer_agents.data.schema import Episode, Transition
+from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.tools.twenty_questions import TwentyQuestionsOracle
-from archer_agents.training.archer import ArcherConfig
-from archer_agents.training.bc import action_token_ids
+from archer_agents.training.algorithms.archer import ArcherConfig
+from archer_agents.training.algorithms.bc import action_token_ids
 
 MINI = "archer/TwentyQuestionsMini-v0"
 START = "Questions:\n"

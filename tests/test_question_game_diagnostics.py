@@ -8,7 +8,7 @@ from types import ModuleType
 import pytest
 from benchmark_scripts import load_benchmark
 
-from archer_agents.schema import Episode, Transition
+from archer_agents.data.schema import Episode, Transition
 from archer_agents.tools.twenty_questions import TwentyQuestionsOracle
 
 MINI = "archer/TwentyQuestionsMini-v0"
@@ -67,8 +67,8 @@ def test_the_scripted_expert_never_contradicts_an_answer(bench: ModuleType) -> N
 def test_critic_report_reads_an_archer_run(
     bench: ModuleType, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    from archer_agents.local_policy import LocalPolicy
-    from archer_agents.training.archer import Archer, ArcherConfig
+    from archer_agents.policies.local_policy import LocalPolicy
+    from archer_agents.training.algorithms.archer import Archer, ArcherConfig
     from archer_agents.training.trainer import Trainer, TrainerConfig
 
     policy = LocalPolicy.from_pretrained(tiny_model_dir, seed=0)

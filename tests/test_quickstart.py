@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from archer_agents.quickstart import quickstart
+from archer_agents.cli.quickstart import quickstart
 
 
 @pytest.mark.parametrize(("processes", "teacher"), [(1, "weak"), (2, "expert")])
@@ -64,7 +64,7 @@ class _Stop(Exception):
 def test_quickstart_passes_the_merge_scope_to_the_model_it_builds(
     tmp_path: Path, monkeypatch
 ) -> None:
-    import archer_agents.tiny_model
+    import archer_agents.policies.tiny_model
 
     seen = []
 
@@ -72,7 +72,7 @@ def test_quickstart_passes_the_merge_scope_to_the_model_it_builds(
         seen.append(kwargs["merge_within"])
         raise _Stop
 
-    monkeypatch.setattr(archer_agents.tiny_model, "init_model", record)
+    monkeypatch.setattr(archer_agents.policies.tiny_model, "init_model", record)
     for scope in ("word", "line"):
         with pytest.raises(_Stop):
             quickstart(tmp_path / scope, merge_within=scope)
@@ -84,7 +84,7 @@ def test_a_failed_archer_process_ends_the_quickstart_with_a_clear_error(
 ) -> None:
     """What a process of the ArCHer phase raised is named, with where its checkpoints are."""
     import archer_agents.training.spawn as spawn
-    from archer_agents.cli import UserError
+    from archer_agents.cli.app import UserError
 
     def fail(function, args, processes, threads=1):
         raise spawn.ProcessFailed(
@@ -103,7 +103,7 @@ def test_a_failed_archer_process_ends_the_quickstart_with_a_clear_error(
 
 
 def test_the_archer_phase_takes_two_processes_where_there_are_two_cores(monkeypatch) -> None:
-    from archer_agents import quickstart as module
+    from archer_agents.cli import quickstart as module
 
     for cores, expected in (({0}, 1), ({0, 1}, 2), (set(range(16)), 2)):
         monkeypatch.setattr(module.os, "sched_getaffinity", lambda _, cores=cores: cores)

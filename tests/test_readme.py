@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from archer_agents.adapters import AdapterRegistry
-from archer_agents.episode_log import read_episodes
-from archer_agents.recorder import latest_revisions
+from archer_agents.data.episode_log import read_episodes
+from archer_agents.langchain.recorder import latest_revisions
+from archer_agents.policies.adapters import AdapterRegistry
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -30,12 +30,12 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import BaseTool, tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from archer_agents.chat_model import ArcherChatModel
-from archer_agents.episode_log import read_episodes
-from archer_agents.policy import Generation, SamplingParams
-from archer_agents.prompts import render_messages, render_tool_call
-from archer_agents.recorder import EpisodeRecorder, latest_revisions, redact_patterns
-from archer_agents.schema import Episode
+from archer_agents.data.episode_log import read_episodes
+from archer_agents.data.schema import Episode
+from archer_agents.formats.prompts import render_messages, render_tool_call
+from archer_agents.langchain.chat_model import ArcherChatModel
+from archer_agents.langchain.recorder import EpisodeRecorder, latest_revisions, redact_patterns
+from archer_agents.policies.protocol import Generation, SamplingParams
 from archer_agents.tools.twenty_questions import make_twenty_questions_tool
 
 SYSTEM = "You play Twenty Questions. Ask with the tool."
@@ -204,7 +204,7 @@ def test_a_failed_write_never_reaches_the_agent_and_flush_retries(
     log = tmp_path / "log.jsonl"
     log.mkdir()  # opening a directory for appending fails
     recorder = EpisodeRecorder(log, wait_for_feedback=False)
-    with caplog.at_level(logging.ERROR, logger="archer_agents.recorder"):
+    with caplog.at_level(logging.ERROR, logger="archer_agents.langchain.recorder"):
         result = play(game_agent(), recorder)
     assert result["messages"][-1].content == "A penguin."
     assert "could not write episode" in caplog.text
@@ -225,7 +225,7 @@ def test_a_broken_redactor_or_callback_never_breaks_the_agent_nor_leaks_text(
 
     log = tmp_path / "log.jsonl"
     recorder = EpisodeRecorder(log, redact=broken, wait_for_feedback=False)
-    with caplog.at_level(logging.ERROR, logger="archer_agents.recorder"):
+    with caplog.at_level(logging.ERROR, logger="archer_agents.langchain.recorder"):
         assert play(game_agent(), recorder)["messages"][-1].content == "A penguin."
         # A callback fed something that is not a message logs and returns.
         run = uuid.uuid4()

@@ -42,16 +42,48 @@ def test_ids_are_namespaced_and_registered_lazily() -> None:
         assert isinstance(entry_point, str) and ":" in entry_point  # lazy, not a class
 
 
-def test_importing_the_package_starts_nothing_heavy() -> None:
+def test_importing_the_package_starts_nothing_heavy_and_registers_nothing() -> None:
     import subprocess
 
     code = (
-        "import sys, archer_agents, gymnasium as gym\n"
+        "import sys, gymnasium as gym\n"
+        "import archer_agents, archer_agents.tools.twenty_questions\n"
+        "assert not [i for i in gym.registry if i.startswith('archer/')], 'registered early'\n"
+        "import archer_agents.environments\n"
         "assert 'archer/TwentyQuestions-v0' in gym.registry\n"
         f"print([m for m in {HEAVY_MODULES!r} if m in sys.modules])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_public_names_import_lazily_from_the_top() -> None:
+    import subprocess
+
+    names = (
+        "Archer, ArcherConfig, Trainer, ArcherChatModel, EpisodeRecorder, load_agent, "
+        "ToolCallingEnv, Episode, Transition, read_episodes, EpisodeWriter"
+    )
+    code = (
+        "import sys, archer_agents\n"
+        "before = 'torch' in sys.modules\n"
+        f"from archer_agents import {names}\n"
+        "assert set(archer_agents.__all__) <= set(dir(archer_agents))\n"
+        "print(before, Archer.__module__, Trainer.__module__, EpisodeRecorder.__module__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [
+        "False",
+        "archer_agents.training.algorithms.archer",
+        "archer_agents.training.trainer",
+        "archer_agents.langchain.recorder",
+    ]
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        import archer_agents
+
+        _ = archer_agents.Nope
 
 
 @pytest.mark.parametrize("env_id", env_params())

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 import torch
 
-from archer_agents.schema import Episode, Transition
+from archer_agents.data.schema import Episode, Transition
 from archer_agents.training.replay_buffer import ReplayBuffer
 
 

@@ -23,18 +23,22 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from serving_helpers import start_local_server
 from typer.testing import CliRunner
 
-from archer_agents.adapters import AdapterRegistry, Deployment
-from archer_agents.agent import load_agent
-from archer_agents.cli import full_app
-from archer_agents.episode_log import read_episodes
-from archer_agents.local_policy import LocalPolicy, LoraSettings
-from archer_agents.policy import SamplingParams
-from archer_agents.prompts import render_messages, render_tool_call
-from archer_agents.recorder import EpisodeRecorder, latest_revisions
-from archer_agents.schema import Episode, Transition
+from archer_agents.cli.app import full_app
+from archer_agents.data.episode_log import read_episodes
+from archer_agents.data.schema import Episode, Transition
+from archer_agents.formats.prompts import render_messages, render_tool_call
+from archer_agents.langchain.agent import load_agent
+from archer_agents.langchain.recorder import EpisodeRecorder, latest_revisions
+from archer_agents.policies.adapters import AdapterRegistry, Deployment
+from archer_agents.policies.local_policy import LocalPolicy, LoraSettings
+from archer_agents.policies.protocol import SamplingParams
 from archer_agents.tools.twenty_questions import TwentyQuestionsOracle, make_twenty_questions_tool
-from archer_agents.training.bc import BCConfig, behaviour_clone
-from archer_agents.training.offline_archer import OfflineArcher, OfflineArcherConfig, train_offline
+from archer_agents.training.algorithms.bc import BCConfig, behaviour_clone
+from archer_agents.training.algorithms.offline_archer import (
+    OfflineArcher,
+    OfflineArcherConfig,
+    train_offline,
+)
 
 SECRET = "penguin"
 TASK = "Find the secret object."

@@ -7,10 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from archer_agents.episode_log import EpisodeWriter, read_episodes
-from archer_agents.policy import SamplingParams
-from archer_agents.schema import Episode, Transition
-from archer_agents.training.bc import BCConfig, action_token_ids, behaviour_clone, utterance_pairs
+from archer_agents.data.episode_log import EpisodeWriter, read_episodes
+from archer_agents.data.schema import Episode, Transition
+from archer_agents.policies.protocol import SamplingParams
+from archer_agents.training.algorithms.bc import (
+    BCConfig,
+    action_token_ids,
+    behaviour_clone,
+    utterance_pairs,
+)
 from archer_agents.training.evaluation import summarize
 from archer_agents.training.rollout import PolicyActor, ScriptedActor, collect, make_env_factory
 

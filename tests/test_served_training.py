@@ -14,12 +14,12 @@ import torch
 from serving_helpers import start_local_server
 from typer.testing import CliRunner
 
-from archer_agents.adapters import AdapterRegistry, Deployment
-from archer_agents.episode_log import read_episodes
-from archer_agents.local_policy import LocalPolicy, LoraSettings
-from archer_agents.server_policy import ServerPolicy
-from archer_agents.training.archer import Archer, ArcherConfig
-from archer_agents.training.chai import Chai, ChaiActor, ChaiConfig
+from archer_agents.data.episode_log import read_episodes
+from archer_agents.policies.adapters import AdapterRegistry, Deployment
+from archer_agents.policies.local_policy import LocalPolicy, LoraSettings
+from archer_agents.policies.server_policy import ServerPolicy
+from archer_agents.training.algorithms.archer import Archer, ArcherConfig
+from archer_agents.training.algorithms.chai import Chai, ChaiActor, ChaiConfig
 from archer_agents.training.rollout import Actor, PolicyActor, ScriptedActor, make_env_factory
 from archer_agents.training.run_log import read_metrics
 from archer_agents.training.served import ServedAlgorithm, holds_weights
@@ -198,7 +198,7 @@ def test_what_cannot_be_served_is_refused_and_chai_ranks_the_servers_candidates(
 def test_archer_train_on_a_server_from_the_command_line(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    from archer_agents.cli import full_app
+    from archer_agents.cli.app import full_app
 
     runner = CliRunner()
     out = tmp_path / "run"

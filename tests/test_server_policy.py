@@ -8,10 +8,10 @@ import pytest
 import torch
 from serving_helpers import OBSERVATIONS, random_adapter, start_local_server
 
-from archer_agents.local_policy import LocalPolicy
-from archer_agents.local_server import ServerSettings
-from archer_agents.policy import Policy, SamplingParams
-from archer_agents.server_policy import ServerError, ServerPolicy
+from archer_agents.policies.local_policy import LocalPolicy
+from archer_agents.policies.protocol import Policy, SamplingParams
+from archer_agents.policies.server_policy import ServerError, ServerPolicy
+from archer_agents.serving.local_server import ServerSettings
 
 
 @pytest.fixture(scope="module")

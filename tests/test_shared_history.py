@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from archer_agents.local_policy import LocalPolicy
-from archer_agents.policy import SamplingParams
-from archer_agents.schema import Episode
-from archer_agents.training.bc import action_token_ids
+from archer_agents.data.schema import Episode
+from archer_agents.policies.local_policy import LocalPolicy
+from archer_agents.policies.protocol import SamplingParams
+from archer_agents.training.algorithms.bc import action_token_ids
 from archer_agents.training.cached_rollout import CachedPolicyActor
 from archer_agents.training.rollout import PolicyActor, ScriptedActor, collect, make_env_factory
 

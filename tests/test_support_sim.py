@@ -17,21 +17,21 @@ from hypothesis import strategies as st
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
-import archer_agents  # noqa: F401  (registers the environments)
-from archer_agents.agent import load_agent
+import archer_agents.environments  # noqa: F401  (registers the environments)
+from archer_agents.data.episode_log import read_episodes
 from archer_agents.environments.base import TEXT_CHARSET, ScriptedAgent, UnknownTaskError, to_ascii
-from archer_agents.environments.support_sim import (
+from archer_agents.environments.support.env import (
     CALL_FORMAT,
     SYSTEM_PROMPT,
     SupportSimEnv,
     serve_customer,
 )
-from archer_agents.environments.support_tasks import TEMPLATES, generate_tasks
-from archer_agents.environments.support_user import STOP, LLMUser, RuleBasedUser
-from archer_agents.episode_log import read_episodes
-from archer_agents.policy import Generation, SamplingParams
-from archer_agents.prompts import render_messages
-from archer_agents.recorder import EpisodeRecorder
+from archer_agents.environments.support.tasks import TEMPLATES, generate_tasks
+from archer_agents.environments.support.user import STOP, LLMUser, RuleBasedUser
+from archer_agents.formats.prompts import render_messages
+from archer_agents.langchain.agent import load_agent
+from archer_agents.langchain.recorder import EpisodeRecorder
+from archer_agents.policies.protocol import Generation, SamplingParams
 from archer_agents.tools.support import SupportStore, build_support_tools, generate_database
 from archer_agents.tools.support.models import Database
 from archer_agents.tools.support.policy import POLICY

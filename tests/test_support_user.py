@@ -8,8 +8,8 @@ import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
-from archer_agents.environments.support_tasks import Intent, ItemWish, UserGoal
-from archer_agents.environments.support_user import (
+from archer_agents.environments.support.tasks import Intent, ItemWish, UserGoal
+from archer_agents.environments.support.user import (
     STOP,
     LLMUser,
     RuleBasedUser,

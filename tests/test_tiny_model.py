@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from archer_agents.tiny_model import (
+from archer_agents.policies.tiny_model import (
     MAX_POSITION_EMBEDDINGS,
     MODEL_SIZES,
     SUPPORTED_HEAD_DIMS,

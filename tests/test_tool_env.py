@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from langchain_core.tools import tool
 
-from archer_agents.environments.action_parsing import ActionParseError, parse_tool_call
 from archer_agents.environments.base import TEXT_CHARSET
 from archer_agents.environments.tool_env import CallRecord, ToolCallingEnv, ToolTask
+from archer_agents.formats.tool_calls import ActionParseError, parse_tool_call
 
 
 @tool

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from archer_agents.episode_log import read_episodes
-from archer_agents.local_policy import LocalPolicy
-from archer_agents.training.archer import Archer, ArcherConfig
+from archer_agents.data.episode_log import read_episodes
+from archer_agents.policies.local_policy import LocalPolicy
+from archer_agents.training.algorithms.archer import Archer, ArcherConfig
+from archer_agents.training.algorithms.offline_archer import OfflineArcher, OfflineArcherConfig
 from archer_agents.training.checkpoint import load_latest
-from archer_agents.training.offline_archer import OfflineArcher, OfflineArcherConfig
 from archer_agents.training.rollout import ScriptedActor, collect, make_env_factory
 from archer_agents.training.run_log import read_metrics
 from archer_agents.training.trainer import Trainer, TrainerConfig, is_run_path, load_run_policy
@@ -133,7 +133,7 @@ def test_time_budget_stops_the_loop_and_still_evaluates(
 
 def test_offline_algorithms_get_no_rollouts(tiny_model_dir: Path, tmp_path: Path) -> None:
     log = tmp_path / "expert.jsonl"
-    from archer_agents.episode_log import EpisodeWriter
+    from archer_agents.data.episode_log import EpisodeWriter
 
     with EpisodeWriter(log) as writer:
         collect(make_env_factory(ENV_ID), ScriptedActor("expert"), 3, num_envs=3, writer=writer)
@@ -158,8 +158,8 @@ KILLABLE = textwrap.dedent(
     import sys
     from pathlib import Path
     import torch
-    from archer_agents.local_policy import LocalPolicy
-    from archer_agents.training.archer import Archer, ArcherConfig
+    from archer_agents.policies.local_policy import LocalPolicy
+    from archer_agents.training.algorithms.archer import Archer, ArcherConfig
     from archer_agents.training.trainer import Trainer, TrainerConfig
 
     model_dir, run_dir, iterations = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
@@ -235,7 +235,7 @@ def test_sigkill_mid_iteration_then_resume_loses_nothing_before_the_checkpoint(
 def test_archer_train_and_eval_from_the_command_line(tiny_model_dir: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from archer_agents.cli import full_app
+    from archer_agents.cli.app import full_app
 
     runner = CliRunner()
     config = tmp_path / "run.yaml"

@@ -12,8 +12,11 @@ from langchain_core.tools import BaseTool
 
 import archer_agents.environments  # noqa: F401  (registers the ids)
 from archer_agents.environments.base import UnknownTaskError
-from archer_agents.environments.question_game import expected_turns_table
-from archer_agents.environments.twenty_questions import TwentyQuestionsEnv, TwentyQuestionsMiniEnv
+from archer_agents.environments.questions.game import expected_turns_table
+from archer_agents.environments.questions.twenty_questions import (
+    TwentyQuestionsEnv,
+    TwentyQuestionsMiniEnv,
+)
 from archer_agents.tools.twenty_questions import (
     DATA_PATH,
     MINI_PATH,

@@ -16,11 +16,16 @@ import pytest
 import torch
 from serving_helpers import OBSERVATIONS, random_lora_policy, start_local_server
 
-from archer_agents.adapters import AdapterRegistry, Deployment
-from archer_agents.local_policy import LocalPolicy
-from archer_agents.policy import SamplingParams
-from archer_agents.server_policy import ServerPolicy
-from archer_agents.vllm_server import VLLMNotInstalled, VLLMServer, VLLMSettings, find_vllm_python
+from archer_agents.policies.adapters import AdapterRegistry, Deployment
+from archer_agents.policies.local_policy import LocalPolicy
+from archer_agents.policies.protocol import SamplingParams
+from archer_agents.policies.server_policy import ServerPolicy
+from archer_agents.serving.vllm_server import (
+    VLLMNotInstalled,
+    VLLMServer,
+    VLLMSettings,
+    find_vllm_python,
+)
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

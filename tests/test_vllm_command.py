@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from archer_agents.chat_prompt import CHAT_TEMPLATE
-from archer_agents.vllm_server import (
+from archer_agents.formats.chat_prompt import CHAT_TEMPLATE
+from archer_agents.serving.vllm_server import (
     SETUP_COMMAND,
     VLLMNotInstalled,
     VLLMSettings,
@@ -75,8 +75,8 @@ def test_a_chat_template_is_passed_only_to_models_without_one(tmp_path, tiny_mod
 
 
 def test_serve_reports_a_missing_vllm_and_a_bad_backend_in_one_line(tiny_model_dir) -> None:
-    import archer_agents.cli_serve  # noqa: F401  (registers `serve` on the app)
-    from archer_agents.cli import app
+    import archer_agents.cli.serve  # noqa: F401  (registers `serve` on the app)
+    from archer_agents.cli.app import app
 
     runner = CliRunner()
     missing = runner.invoke(

@@ -1,6 +1,6 @@
 """The contract between the training loop and each algorithm.
 
-The loop (`training/trainer.py`) reads like ALGORITHM.md's pseudo-code: collect
+The loop (`training/trainer.py`) reads like the loop in docs/algorithm.md: collect
 episodes with the algorithm's actor, hand them to the algorithm, let it update,
 evaluate, log, checkpoint. Everything specific to ArCHer, its baselines and its
 offline variant lives behind this small interface, so they share the collector,
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from archer_agents.schema import Episode
+from archer_agents.data.schema import Episode
 from archer_agents.training.rollout import Actor
 
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from archer_agents.environments.base import TextEnv
-from archer_agents.local_policy import LocalPolicy, PromptCache
-from archer_agents.policy import Generation, SamplingParams
+from archer_agents.policies.local_policy import LocalPolicy, PromptCache
+from archer_agents.policies.protocol import Generation, SamplingParams
 
 
 class CachedPolicyActor:

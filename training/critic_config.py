@@ -1,10 +1,10 @@
 """The utterance-level critic's settings, shared by ArCHer, CHAI and offline ArCHer.
 
-All three train the double critic (`archer_agents.critic.DoubleCritic`) with a
+All three train the double critic (`archer_agents.critic.model.DoubleCritic`) with a
 Polyak-averaged target from a replay buffer; only the loss differs (ArCHer's TD
 online and for CHAI, IQL offline). Their configs inherit these fields, so a
 critic is described the same way whichever algorithm trains it. Defaults are the public
-code's (ALGORITHM.md, "Loop"), except the encoder: the hashing encoder trains
+code's (docs/algorithm.md, "The loop"), except the encoder: the hashing encoder trains
 on a CPU in seconds; pass ``"minilm"`` or a model directory for a
 transformers encoder like the paper's RoBERTa.
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from archer_agents.critic import DoubleCritic, make_target
-from archer_agents.encoders import load_encoder
+from archer_agents.critic.encoders import load_encoder
+from archer_agents.critic.model import DoubleCritic, make_target
 
 
 class CriticSettings(BaseModel):

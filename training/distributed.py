@@ -1,6 +1,6 @@
 """Several training processes acting as one: rollouts split, gradients averaged, equal state.
 
-ALGORITHM.md (defect 6) records how the public ArCHer code ran on several
+docs/algorithm.md (defect 6) records how the public ArCHer code ran on several
 GPUs: only rank 0 collected rollouts and the buffer travelled through files
 with sleeps. Here every process holds the whole algorithm (policy, critic,
 optimisers, replay buffer) and collectives keep the copies equal:

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from archer_agents.schema import Episode
-from archer_agents.stats import Estimate, bootstrap_mean
+from archer_agents.data.schema import Episode
+from archer_agents.data.stats import Estimate, bootstrap_mean
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Paper: Zhou, Zanette, Pan, Levine, Kumar, "ArCHer: Training Language Model
 Agents via Hierarchical Multi-Turn RL", ICML 2024 (arXiv 2402.19446); the
 offline variant follows the authors' follow-up code (IQL critic + AWR actor).
-/work/shared/ALGORITHM.md is the specification.
+docs/algorithm.md describes it as implemented here.
 
 Every function takes tensors and returns ``(loss, metrics)``: a scalar tensor to
 call ``backward`` on and a dict of plain floats to log. Nothing here steps an
@@ -25,7 +25,7 @@ Where this departs from the paper or its public code:
 - Gradient-norm clipping is the trainer's job, per optimiser over that
   optimiser's own parameters (the public code clips actor and critic together).
 - The stability options of `actor_loss` (advantage normalisation and clipping,
-  a KL anchor, the visit-count guard) come from ALGORITHM.md's stability notes,
+  a KL anchor, the visit-count guard) are the stability options of docs/algorithm.md,
   not from the paper; all are off by default, which gives the paper's plain
   REINFORCE.
 - The paper's token-level baseline, which the public code never finished, is

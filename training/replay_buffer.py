@@ -11,7 +11,7 @@ one that never stopped.
 
 It also counts, per exact action text, how many stored transitions carry it:
 `visit_counts` feeds the actor's guard against raising the probability of
-utterances the critic has rarely seen (ALGORITHM.md, stability notes). The
+utterances the critic has rarely seen (docs/algorithm.md, "Stability options"). The
 count covers transitions currently stored, so it falls when they are evicted;
 this keeps its memory bounded by the capacity and makes it describe what the
 critic is trained on now.
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from archer_agents.schema import Episode, Transition
+from archer_agents.data.schema import Episode, Transition
 from archer_agents.training.distributed import shard
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class ReplayBuffer:
         """Store one transition, evicting the oldest when full."""
         if not isinstance(transition, Transition):
             raise TypeError(
-                f"ReplayBuffer stores archer_agents.schema.Transition, got "
+                f"ReplayBuffer stores archer_agents.data.schema.Transition, got "
                 f"{type(transition).__name__}"
             )
         if len(self._storage) < self.capacity:

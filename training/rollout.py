@@ -23,10 +23,10 @@ from typing import Any, Protocol
 
 import gymnasium as gym
 
+from archer_agents.data.episode_log import EpisodeWriter
+from archer_agents.data.schema import Episode, Transition
 from archer_agents.environments.base import TextEnv
-from archer_agents.episode_log import EpisodeWriter
-from archer_agents.policy import Generation, Policy, SamplingParams
-from archer_agents.schema import Episode, Transition
+from archer_agents.policies.protocol import Generation, Policy, SamplingParams
 
 logger = logging.getLogger(__name__)
 

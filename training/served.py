@@ -1,6 +1,6 @@
 """Training whose rollouts come from a server: every actor update becomes a served adapter version.
 
-The design card's split (DESIGN.md, sections 4 to 6): an OpenAI-compatible
+The split between serving and training: an OpenAI-compatible
 server (vLLM on GPUs, or the local server) samples the rollouts, gradients are
 computed locally. `ServedAlgorithm` wraps any `Algorithm` that trains a LoRA
 adapter on a `LocalPolicy`, without changing the algorithm or the trainer:
@@ -11,7 +11,7 @@ adapter on a `LocalPolicy`, without changing the algorithm or the trainer:
   candidates the server samples. Any other actor is refused.
 - `update` runs the algorithm's update. When it wrote to the policy's weights
   (actor steps ran), the adapter is saved as the registry's next version and
-  promoted (`archer_agents.adapters.Deployment`): loaded into the server under
+  promoted (`archer_agents.policies.adapters.Deployment`): loaded into the server under
   its versioned name, new rollouts routed to it, versions older than ``keep``
   unloaded. Metrics gain ``serve/version``, ``serve/swap_s`` (save, load,
   route and unload) and ``serve/load_s`` (the server's load alone).
@@ -37,13 +37,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from archer_agents.adapters import AdapterRegistry, AdapterVersion, Deployment
-from archer_agents.local_policy import LocalPolicy
-from archer_agents.schema import Episode
-from archer_agents.server_policy import ServerPolicy
+from archer_agents.data.schema import Episode
+from archer_agents.policies.adapters import AdapterRegistry, AdapterVersion, Deployment
+from archer_agents.policies.local_policy import LocalPolicy
+from archer_agents.policies.server_policy import ServerPolicy
 from archer_agents.training.algorithm import Algorithm
+from archer_agents.training.algorithms.chai import ChaiActor
 from archer_agents.training.cached_rollout import CachedPolicyActor
-from archer_agents.training.chai import ChaiActor
 from archer_agents.training.rollout import Actor, PolicyActor
 
 logger = logging.getLogger(__name__)

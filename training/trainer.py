@@ -1,6 +1,6 @@
 """The training loop every algorithm shares: collect, observe, update, evaluate, log, checkpoint.
 
-It reads like ALGORITHM.md's pseudo-code and knows nothing about ArCHer: the
+It reads like the loop in docs/algorithm.md and knows nothing about ArCHer: the
 `Algorithm` (``training.algorithm``) chooses utterances (`actor`), takes the
 episodes (`observe`) and runs its gradient steps (`update`). Per iteration:
 
@@ -73,8 +73,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from archer_agents.episode_log import EpisodeWriter
-from archer_agents.schema import Episode
+from archer_agents.data.episode_log import EpisodeWriter
+from archer_agents.data.schema import Episode
 from archer_agents.training.algorithm import Algorithm
 from archer_agents.training.checkpoint import (
     Checkpoint,
@@ -735,7 +735,7 @@ def load_run_policy(path: str | Path, **policy_kwargs: Any) -> Any:
     convention every algorithm that trains a policy follows). Keyword arguments
     go to `LocalPolicy.from_pretrained` (``device``, ``dtype``, ``seed``).
     """
-    from archer_agents.local_policy import LocalPolicy, LoraSettings
+    from archer_agents.policies.local_policy import LocalPolicy, LoraSettings
     from archer_agents.training.updates import load_policy_state
 
     path = Path(path)

@@ -1,7 +1,7 @@
 """Pieces every algorithm's update shares: one clipped optimiser step, batch tensors, weights.
 
 - Each optimiser clips the gradient norm of its own parameters only
-  (ALGORITHM.md, defect 5: the public code clipped actor and critic together,
+  (docs/algorithm.md, defect 5: the public code clipped actor and critic together,
   with stale gradients from the other's last step).
 - In a run of several processes, every step first averages the gradients over
   them (`distributed.average_gradients`), so every algorithm that steps here
@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from archer_agents.local_policy import LocalPolicy
-from archer_agents.schema import Transition
+from archer_agents.data.schema import Transition
+from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.training.distributed import average_gradients
 
 

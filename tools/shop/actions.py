@@ -4,7 +4,7 @@ A `Command` is one of BrowserGym's calls (``click("b12")``, ``fill("t3",
 "text")``, ``select_option("s7", "L")``, ``go_back()``) or WebShop's bracket
 forms (``search[...]``, ``click[...]`` by visible text; on a select's option it
 chooses it). Parsing utterances into commands lives with the environments
-(`archer_agents.environments.minishop_actions`).
+(`archer_agents.environments.minishop.actions`).
 
 `plan` checks a command against the page's elements (ids, kinds, options) and
 turns it into primitive `Step`s. Both backends use it, so a mistake gives the

@@ -1,0 +1,1 @@
+"""How an episode is written for a model: prompt rendering and tool-call parsing."""

@@ -1,0 +1,731 @@
+"""`EpisodeRecorder`: any LangChain or LangGraph agent's runs as training episodes.
+
+Attach the recorder as a callback (``agent.invoke(inputs, config={"callbacks":
+[recorder]})`` or ``agent.with_config(callbacks=[recorder])``) and each
+top-level run becomes one `Episode` (``source="langchain"``, ``episode_id`` =
+the run id) with one transition per model call:
+
+- ``observation``: what the model saw, rendered by `prompts.render_messages`
+  (with the tools it was offered), the text format training uses;
+- ``action``: what it said, `prompts.render_action` (tool calls included);
+- ``next_observation``: what came back: the next model call's observation when
+  that call continues this conversation, else the conversation with the action
+  and the tool outputs that followed it;
+- token ids, per-token log-probabilities and the prompt ids, when the model
+  reports them (`ArcherChatModel` does; so does vLLM's OpenAI server asked for
+  logprobs with ``return_tokens_as_token_ids``), and the policy version.
+
+Rewards come later: ``recorder.feedback(run_or_episode_id, reward, success)``
+puts the reward on the last transition and writes the episode. Until then a
+finished episode waits in memory; `flush` (and `close`) write the waiting ones
+as they are, marked ``total_reward=None`` and ``metadata["reward_pending"]``,
+which offline training leaves out. Feedback for an episode already written
+writes it again with ``metadata["revision"]`` one higher; `latest_revisions`
+keeps the newest line of each episode. With ``wait_for_feedback=False`` every
+episode is written as soon as its run ends.
+
+``redact`` (str -> str) masks personal data in every text before anything is
+written; where it changes an observation or an action, the token ids of that
+text (which spell the original) are dropped too.
+
+The recorder never raises into the agent: a failing callback is logged, and a
+failed write is logged and kept in memory until `flush` succeeds. Runs whose
+parent run the recorder never saw (a recorder attached to one model inside a
+graph) are recorded as episodes of their own; runs that call no model are not
+episodes and are not recorded.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import re
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, LLMResult
+
+from archer_agents.data.episode_log import EpisodeWriter
+from archer_agents.data.schema import Episode, Transition
+from archer_agents.formats.prompts import render_action, render_messages
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+Redactor = Callable[[str], str]
+"""Maps a text to the same text with personal data masked."""
+
+
+def _guarded(method: F) -> F:
+    """Log, never raise: a recorder must not break the agent it watches."""
+
+    @functools.wraps(method)
+    def wrapper(self: EpisodeRecorder, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception:
+            logger.exception("EpisodeRecorder.%s failed; the agent goes on", method.__name__)
+            return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@dataclass
+class ModelCall:
+    """One model call: what the model saw, what it said, and what came back after."""
+
+    run_id: str
+    messages: list[BaseMessage] | None
+    """The chat messages the model saw (None for a plain-text LLM)."""
+    prompt: str | None
+    """The prompt of a plain-text LLM."""
+    tools: list[dict[str, Any]]
+    name: str | None
+    answer: AIMessage | None = None
+    text: str | None = None
+    generation_info: dict[str, Any] = field(default_factory=dict)
+    after: list[BaseMessage] = field(default_factory=list)
+    """Tool outputs that came back after this call."""
+
+    def observation(self) -> str:
+        if self.messages is None:
+            return self.prompt or ""
+        return render_messages(self.messages, self.tools)
+
+    def action(self) -> str:
+        if self.answer is not None:
+            return render_action(self.answer)
+        return self.text or ""
+
+    def default_next_observation(self) -> str:
+        if self.messages is None:
+            return self.observation() + self.action()
+        said: list[BaseMessage] = [self.answer] if self.answer is not None else []
+        return render_messages([*self.messages, *said, *self.after], self.tools)
+
+
+@dataclass
+class _Trace:
+    """A top-level run being recorded."""
+
+    root: uuid.UUID
+    name: str | None
+    tags: list[str]
+    metadata: dict[str, Any]
+    started_at: datetime
+    calls: list[ModelCall] = field(default_factory=list)
+    failed_calls: int = 0
+
+
+class EpisodeRecorder(BaseCallbackHandler):
+    """Records LangChain runs as episodes in a JSONL log (see the module docstring).
+
+    Args:
+        path: the episode log to append to.
+        env_id: ``Episode.env_id`` of the recorded episodes (name the agent or task).
+        redact: masks personal data in every text before it is written.
+        wait_for_feedback: keep finished episodes in memory until their reward
+            arrives (or `flush`); False writes each one when its run ends.
+        max_waiting: most finished episodes kept waiting; the oldest is then
+            written without its reward.
+        fsync: fsync the log after each episode (`EpisodeWriter`).
+    """
+
+    raise_error = False
+    run_inline = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        env_id: str = "langchain",
+        redact: Redactor | None = None,
+        wait_for_feedback: bool = True,
+        max_waiting: int = 1000,
+        fsync: bool = True,
+    ) -> None:
+        if max_waiting < 1:
+            raise ValueError(f"max_waiting must be at least 1, got {max_waiting}")
+        self.path = os.fspath(path)
+        self.env_id = env_id
+        self.redact = redact
+        self.wait_for_feedback = wait_for_feedback
+        self.max_waiting = max_waiting
+        self._fsync = fsync
+        self._lock = threading.RLock()
+        self._writer: EpisodeWriter | None = None
+        self._root_of: dict[uuid.UUID, uuid.UUID] = {}
+        self._traces: dict[uuid.UUID, _Trace] = {}
+        self._calls: dict[uuid.UUID, ModelCall] = {}
+        self._tool_call_ids: dict[uuid.UUID, str] = {}
+        self._early_feedback: dict[uuid.UUID, tuple[float, bool | None]] = {}
+        self._waiting: OrderedDict[str, Episode] = OrderedDict()
+        self._written: OrderedDict[str, Episode] = OrderedDict()
+        self._unwritten: OrderedDict[str, Episode] = OrderedDict()
+        self.last_episode_id: str | None = None
+        """Id of the episode whose run ended last."""
+
+    # -- what the recorder holds ----------------------------------------------------
+    @property
+    def waiting(self) -> list[str]:
+        """Ids of finished episodes waiting for their reward."""
+        with self._lock:
+            return list(self._waiting)
+
+    @property
+    def unwritten(self) -> list[str]:
+        """Ids of episodes whose write failed, kept for `flush` to retry."""
+        with self._lock:
+            return list(self._unwritten)
+
+    def episode_id_for(self, run_id: str | uuid.UUID) -> str:
+        """The episode a run (the top-level run or any run inside it) belongs to."""
+        with self._lock:
+            return self._resolve(run_id)
+
+    # -- rewards and writing ---------------------------------------------------------
+    def feedback(
+        self, run_or_episode_id: str | uuid.UUID, reward: float, success: bool | None = None
+    ) -> str:
+        """Give an episode its reward (on its last transition); returns the episode id.
+
+        The episode is written at once (a failed write is kept for `flush`). Feedback
+        for a run still going is applied when it ends.
+        """
+        reward = float(reward)
+        if not math.isfinite(reward):
+            raise ValueError(f"reward must be a finite number, got {reward}")
+        with self._lock:
+            episode_id = self._resolve(run_or_episode_id)
+            root = uuid.UUID(episode_id)
+            if root in self._traces:
+                self._early_feedback[root] = (reward, success)
+                return episode_id
+            if episode_id in self._waiting:
+                episode = self._waiting.pop(episode_id)
+            elif episode_id in self._unwritten:
+                episode = self._unwritten.pop(episode_id)
+            else:
+                episode = self._written[episode_id].model_copy(deep=True)
+            self._write(_rewarded(episode, reward, success))
+        return episode_id
+
+    def flush(self) -> int:
+        """Write every waiting episode (without reward) and retry failed writes.
+
+        Returns how many episodes were written; failures stay in memory (`unwritten`).
+        """
+        with self._lock:
+            pending = list(self._unwritten.values()) + list(self._waiting.values())
+            self._unwritten.clear()
+            self._waiting.clear()
+            return sum(self._write(episode) for episode in pending)
+
+    def close(self) -> None:
+        """Flush, then close the log. Episodes still failing stay in `unwritten`."""
+        with self._lock:
+            self.flush()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+    def __enter__(self) -> EpisodeRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- LangChain callbacks ------------------------------------------------------------
+    @_guarded
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: uuid.UUID,
+        parent_run_id: uuid.UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        name = kwargs.get("name") or (serialized or {}).get("name")
+        self._register(run_id, parent_run_id, name, tags, metadata)
+
+    @_guarded
+    def on_chain_end(
+        self, outputs: Any, *, run_id: uuid.UUID, parent_run_id: uuid.UUID | None = None, **_: Any
+    ) -> None:
+        self._end(run_id, error=None)
+
+    @_guarded
+    def on_chain_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: uuid.UUID,
+        parent_run_id: uuid.UUID | None = None,
+        **_: Any,
+    ) -> None:
+        self._end(run_id, error=error)
+
+    @_guarded
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any] | None,
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: uuid.UUID,
+        parent_run_id: uuid.UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        tools = list((kwargs.get("invocation_params") or {}).get("tools") or [])
+        name = kwargs.get("name") or (serialized or {}).get("name")
+        trace = self._register(run_id, parent_run_id, name, tags, metadata)
+        call = ModelCall(str(run_id), list(messages[0]) if messages else [], None, tools, name)
+        with self._lock:
+            self._calls[run_id] = call
+            trace.calls.append(call)
+
+    @_guarded
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any] | None,
+        prompts: list[str],
+        *,
+        run_id: uuid.UUID,
+        parent_run_id: uuid.UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        name = kwargs.get("name") or (serialized or {}).get("name")
+        trace = self._register(run_id, parent_run_id, name, tags, metadata)
+        call = ModelCall(str(run_id), None, prompts[0] if prompts else "", [], name)
+        with self._lock:
+            self._calls[run_id] = call
+            trace.calls.append(call)
+
+    @_guarded
+    def on_llm_end(
+        self,
+        response: LLMResult,
+        *,
+        run_id: uuid.UUID,
+        parent_run_id: uuid.UUID | None = None,
+        **_: Any,
+    ) -> None:
+        with self._lock:
+            call = self._calls.pop(run_id, None)
+            if call is None:
+                return
+            generation = response.generations[0][0] if response.generations else None
+            if isinstance(generation, ChatGeneration) and isinstance(generation.message, AIMessage):
+                call.answer = generation.message
+            elif generation is not None:
+                call.text = generation.text
+            call.generation_info = dict(generation.generation_info or {}) if generation else {}
+        self._end(run_id, error=None)
+
+    @_guarded
+    def on_llm_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: uuid.UUID,
+        parent_run_id: uuid.UUID | None = None,
+        **_: Any,
+    ) -> None:
+        with self._lock:
+            call = self._calls.pop(run_id, None)
+            trace = self._traces.get(self._root_of.get(run_id, run_id))
+            if call is not None and trace is not None:
+                trace.calls.remove(call)
+                trace.failed_calls += 1
+        self._end(run_id, error=error)
+
+    @_guarded
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any] | None,
+        input_str: str,
+        *,
+        run_id: uuid.UUID,
+        parent_run_id: uuid.UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        name = kwargs.get("name") or (serialized or {}).get("name")
+        self._register(run_id, parent_run_id, name, tags, metadata)
+        if kwargs.get("tool_call_id"):
+            with self._lock:
+                self._tool_call_ids[run_id] = str(kwargs["tool_call_id"])
+
+    @_guarded
+    def on_tool_end(
+        self,
+        output: Any,
+        *,
+        run_id: uuid.UUID,
+        parent_run_id: uuid.UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(output, BaseMessage):
+            message = output
+        else:
+            text = output if isinstance(output, str) else json.dumps(output, default=str)
+            message = self._tool_message(run_id, text, kwargs.get("name"))
+        self._after_call(run_id, message)
+        self._end(run_id, error=None)
+
+    @_guarded
+    def on_tool_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: uuid.UUID,
+        parent_run_id: uuid.UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        text = f"Error: {type(error).__name__}: {error}"
+        self._after_call(run_id, self._tool_message(run_id, text, kwargs.get("name")))
+        self._end(run_id, error=None)
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    def _register(
+        self,
+        run_id: uuid.UUID,
+        parent_run_id: uuid.UUID | None,
+        name: str | None,
+        tags: list[str] | None,
+        metadata: dict[str, Any] | None,
+    ) -> _Trace:
+        with self._lock:
+            root = self._root_of.get(parent_run_id) if parent_run_id is not None else None
+            if root is None or root not in self._traces:
+                root = run_id
+                self._traces[root] = _Trace(
+                    root=root,
+                    name=name,
+                    tags=list(tags or []),
+                    metadata=_json_safe(dict(metadata or {})),
+                    started_at=datetime.now(timezone.utc),
+                )
+            self._root_of[run_id] = root
+            return self._traces[root]
+
+    def _tool_message(self, run_id: uuid.UUID, text: str, name: str | None) -> ToolMessage:
+        with self._lock:
+            call_id = self._tool_call_ids.get(run_id, "")
+        return ToolMessage(content=text, tool_call_id=call_id, name=name)
+
+    def _after_call(self, run_id: uuid.UUID, message: BaseMessage) -> None:
+        with self._lock:
+            trace = self._traces.get(self._root_of.get(run_id, run_id))
+            if trace is not None and trace.calls:
+                trace.calls[-1].after.append(message)
+
+    def _end(self, run_id: uuid.UUID, error: BaseException | None) -> None:
+        with self._lock:
+            self._tool_call_ids.pop(run_id, None)
+            trace = self._traces.get(run_id)
+            if trace is None:
+                return  # not a top-level run
+            del self._traces[run_id]
+            for child in [r for r, root in self._root_of.items() if root == run_id]:
+                del self._root_of[child]
+                self._calls.pop(child, None)
+            if not trace.calls and not trace.failed_calls:
+                logger.debug("run %s called no model; nothing to record", run_id)
+                return
+            episode = self._episode(trace, error)
+            self.last_episode_id = episode.episode_id
+            early = self._early_feedback.pop(trace.root, None)
+            if early is not None:
+                self._write(_rewarded(episode, *early))
+            elif self.wait_for_feedback:
+                self._waiting[episode.episode_id] = episode
+                while len(self._waiting) > self.max_waiting:
+                    _, oldest = self._waiting.popitem(last=False)
+                    logger.info(
+                        "%d episodes wait for feedback (max_waiting); writing %s without reward",
+                        len(self._waiting) + 1,
+                        oldest.episode_id,
+                    )
+                    self._write(oldest)
+            else:
+                self._write(episode)
+
+    def _episode(self, trace: _Trace, error: BaseException | None) -> Episode:
+        transitions = episode_transitions(trace.calls, ended_with_error=error is not None)
+        metadata: dict[str, Any] = {
+            "run_name": trace.name,
+            "tags": trace.tags,
+            "run_metadata": trace.metadata,
+            "reward_pending": True,
+        }
+        if trace.failed_calls:
+            metadata["failed_model_calls"] = trace.failed_calls
+        if error is not None:
+            metadata["error"] = f"{type(error).__name__}: {error}"
+        return Episode(
+            episode_id=str(trace.root),
+            env_id=self.env_id,
+            source="langchain",
+            transitions=transitions,
+            started_at=trace.started_at,
+            ended_at=datetime.now(timezone.utc),
+            metadata=metadata,
+        )
+
+    def _resolve(self, key: str | uuid.UUID) -> str:
+        text = str(key)
+        if text in self._waiting or text in self._written or text in self._unwritten:
+            return text
+        try:
+            run_id = uuid.UUID(text)
+        except ValueError:
+            run_id = None
+        if run_id is not None:
+            if run_id in self._traces:
+                return str(run_id)
+            if run_id in self._root_of:
+                return str(self._root_of[run_id])
+            for episode in (*self._waiting.values(), *self._written.values()):
+                if text in {t.info.get("run_id") for t in episode.transitions}:
+                    return episode.episode_id
+        raise KeyError(
+            f"no recorded run or episode {text!r}: pass the id of a run this recorder saw (e.g. "
+            "config={'run_id': ...} given to invoke, or recorder.last_episode_id); written "
+            f"episodes are remembered for feedback up to max_waiting={self.max_waiting}"
+        )
+
+    def _write(self, episode: Episode) -> bool:
+        """Redact and append ``episode``; on failure keep it for `flush`. True if written."""
+        with self._lock:
+            revision = int(episode.metadata.get("revision", 0)) + 1
+            stored = episode.model_copy(deep=True)
+            stored.metadata["revision"] = revision
+            try:
+                clean = redact_episode(stored, self.redact) if self.redact is not None else stored
+                if self._writer is None:
+                    self._writer = EpisodeWriter(self.path, fsync=self._fsync)
+                self._writer.write(clean)
+            except Exception:
+                logger.exception(
+                    "could not write episode %s to %s; kept in memory, call flush() to retry",
+                    episode.episode_id,
+                    self.path,
+                )
+                if self._writer is not None:
+                    self._writer.close()
+                    self._writer = None
+                self._unwritten[episode.episode_id] = episode
+                return False
+            self._written[episode.episode_id] = stored
+            while len(self._written) > self.max_waiting:
+                self._written.popitem(last=False)
+            return True
+
+
+def latest_revisions(episodes: Iterable[Episode]) -> list[Episode]:
+    """One episode per id: its highest ``metadata["revision"]`` (the last line on a tie).
+
+    A recorder writes an episode again when feedback arrives after it was
+    written; read logs through this before training. Order follows each id's
+    first appearance.
+    """
+    best: dict[str, Episode] = {}
+    for episode in episodes:
+        current = best.get(episode.episode_id)
+        revision = int(episode.metadata.get("revision", 0))
+        if current is None or revision >= int(current.metadata.get("revision", 0)):
+            best[episode.episode_id] = episode
+    return list(best.values())
+
+
+def _rewarded(episode: Episode, reward: float, success: bool | None) -> Episode:
+    rewarded = episode.model_copy(deep=True)
+    if rewarded.transitions:
+        last = rewarded.transitions[-1]
+        last.reward = reward
+        last.terminated = last.terminated or not last.truncated
+    rewarded.total_reward = (
+        float(sum(t.reward for t in rewarded.transitions)) if rewarded.transitions else reward
+    )
+    rewarded.success = success
+    rewarded.metadata["reward_pending"] = False
+    return rewarded
+
+
+def episode_transitions(
+    calls: Sequence[ModelCall], *, ended_with_error: bool = False
+) -> list[Transition]:
+    """One transition per answered call, reward 0; the last is terminal (or truncated on error).
+
+    ``next_observation`` is the next call's observation when that call continues
+    this one's conversation (its rendering starts with this call's messages and
+    answer), else this call's conversation with its answer and the tool outputs
+    that came back after it.
+    """
+    answered = [c for c in calls if c.answer is not None or c.text is not None]
+    observations = [c.observation() for c in answered]
+    transitions = []
+    for index, call in enumerate(answered):
+        action = call.action()
+        if call.messages is not None and call.answer is not None:
+            prefix = render_messages([*call.messages, call.answer], call.tools)
+        else:
+            prefix = observations[index] + action
+        following = observations[index + 1] if index + 1 < len(answered) else None
+        continues = following is not None and following.startswith(prefix)
+        last = index == len(answered) - 1
+        metadata: dict[str, Any] = dict(call.generation_info)
+        if call.answer is not None:
+            metadata.update(call.answer.response_metadata or {})
+        transitions.append(
+            Transition(
+                observation=observations[index],
+                action=action,
+                reward=0.0,
+                next_observation=following if continues else call.default_next_observation(),
+                terminated=last and not ended_with_error,
+                truncated=last and ended_with_error,
+                info=_call_info(call),
+                **token_fields(metadata),
+            )
+        )
+    return transitions
+
+
+def _call_info(call: ModelCall) -> dict[str, Any]:
+    info: dict[str, Any] = {"run_id": call.run_id}
+    if call.name:
+        info["model"] = call.name
+    if call.answer is not None and call.answer.tool_calls:
+        info["tool_calls"] = [c["name"] for c in call.answer.tool_calls]
+    return info
+
+
+def token_fields(metadata: dict[str, Any]) -> dict[str, Any]:
+    """`Transition` fields a model reported in its response metadata / generation info.
+
+    ``prompt_token_ids``, ``action_token_ids``, ``action_logprobs`` and
+    ``policy_version``, from `ArcherChatModel`'s keys (``token_ids``,
+    ``token_logprobs``, ``prompt_token_ids``, ``policy_version``) or from
+    OpenAI-form ``logprobs`` whose tokens read ``token_id:N`` (vLLM with
+    ``return_tokens_as_token_ids``). Ids are left out when a stop sequence cut
+    the text after sampling, since they would no longer spell the action.
+    """
+    fields: dict[str, Any] = {}
+    version = metadata.get("policy_version") or metadata.get("model_name")
+    if version:
+        fields["policy_version"] = str(version)
+    if metadata.get("stop_sequence") is not None:
+        return fields
+    ids = _int_list(metadata.get("token_ids"))
+    logprobs = _float_list(metadata.get("token_logprobs"))
+    if ids is None:
+        ids, logprobs = _openai_logprobs(metadata.get("logprobs"))
+    if ids is not None:
+        fields["action_token_ids"] = ids
+        if logprobs is not None and len(logprobs) == len(ids):
+            fields["action_logprobs"] = logprobs
+    prompt_ids = _int_list(metadata.get("prompt_token_ids"))
+    if prompt_ids:
+        fields["prompt_token_ids"] = prompt_ids
+    return fields
+
+
+def _openai_logprobs(payload: Any) -> tuple[list[int] | None, list[float] | None]:
+    """Ids and logprobs from OpenAI-form ``logprobs`` whose tokens read ``token_id:N`` (vLLM)."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("content"), list):
+        return None, None
+    ids, logprobs = [], []
+    for entry in payload["content"]:
+        token = entry.get("token") if isinstance(entry, dict) else None
+        if not isinstance(token, str) or not token.startswith("token_id:"):
+            return None, None
+        try:
+            ids.append(int(token.removeprefix("token_id:")))
+            logprobs.append(float(entry["logprob"]))
+        except (KeyError, TypeError, ValueError):
+            return None, None
+    return (ids, logprobs) if ids else (None, None)
+
+
+def _int_list(value: Any) -> list[int] | None:
+    if isinstance(value, list) and all(isinstance(v, int) for v in value):
+        return list(value)
+    return None
+
+
+def _float_list(value: Any) -> list[float] | None:
+    if isinstance(value, list) and all(isinstance(v, int | float) for v in value):
+        return [float(v) for v in value]
+    return None
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def redact_episode(episode: Episode, redact: Redactor) -> Episode:
+    """A copy with every text masked; token ids of changed texts dropped."""
+    transitions = []
+    for t in episode.transitions:
+        observation = redact(t.observation)
+        action = redact(t.action)
+        updates: dict[str, Any] = {
+            "observation": observation,
+            "action": action,
+            "next_observation": redact(t.next_observation),
+            "info": _redact_tree(t.info, redact),
+        }
+        if observation != t.observation:
+            updates["prompt_token_ids"] = None
+        if action != t.action:
+            updates["action_token_ids"] = None
+            updates["action_logprobs"] = None
+        transitions.append(t.model_copy(update=updates))
+    return episode.model_copy(
+        update={"transitions": transitions, "metadata": _redact_tree(episode.metadata, redact)}
+    )
+
+
+def _redact_tree(value: Any, redact: Redactor) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redact_tree(v, redact) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_tree(v, redact) for v in value]
+    return value
+
+
+def redact_patterns(patterns: Sequence[tuple[str, str]]) -> Redactor:
+    """A redactor from ``(regex, replacement)`` pairs, applied in order.
+
+    Example: ``redact_patterns([(r"[\\w.+-]+@[\\w-]+\\.[\\w.]+", "<email>")])``.
+    """
+    compiled = [(re.compile(pattern), replacement) for pattern, replacement in patterns]
+
+    def redact(text: str) -> str:
+        for pattern, replacement in compiled:
+            text = pattern.sub(replacement, text)
+        return text
+
+    return redact

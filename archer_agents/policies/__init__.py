@@ -1,0 +1,1 @@
+"""Policies: the Policy protocol, the local and server policies, adapters, the embedded model."""

@@ -1,0 +1,123 @@
+"""Tool calling on the local server's chat endpoint, in the format the policy trained on.
+
+A chat request that carries tools, or tool calls and tool results in its
+history, is turned into LangChain messages and rendered by
+`prompts.render_messages`, exactly as `ArcherChatModel` renders the same
+conversation. So an OpenAI client (``ChatOpenAI(base_url=...).bind_tools(...)``)
+talking to ``archer serve --backend local`` prompts the policy as training
+did. The utterance is read by the chat model's own parser
+(`archer_agents.formats.chat_calls.read_tool_calls`): a call becomes an OpenAI ``tool_calls`` entry
+(finish reason ``tool_calls``); anything else is the message's content, and a
+malformed call stays content, for the agent to see.
+
+An assistant message sent back without the utterance it came from is rendered
+in the canonical call form (`prompts.render_tool_call`), which is the form the
+environments' scripted agents speak. vLLM renders chat requests with a Jinja
+template and ignores tools; with vLLM, use `ArcherChatModel` over the server.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+
+from archer_agents.formats.chat_calls import read_tool_calls
+from archer_agents.formats.chat_prompt import message_text
+from archer_agents.formats.prompts import render_messages, tool_spec
+from archer_agents.serving.openai_protocol import APIError, ChatCompletionRequest, ChatMessage
+
+
+def uses_tools(req: ChatCompletionRequest) -> bool:
+    """Whether the request is a tool-calling conversation (tools, calls or results)."""
+    return bool(req.tools) or any(m.tool_calls or m.role == "tool" for m in req.messages)
+
+
+def _text(message: ChatMessage) -> str:
+    content = message.content
+    if isinstance(content, list):
+        return message_text([part.model_dump() for part in content])
+    return content or ""
+
+
+def _arguments(message: ChatMessage, index: int) -> list[dict[str, Any]]:
+    calls = []
+    for call in message.tool_calls or []:
+        try:
+            args = json.loads(call.function.arguments or "{}")
+        except json.JSONDecodeError as exc:
+            raise APIError(
+                400,
+                f"messages[{index}].tool_calls: the arguments of {call.function.name} are not "
+                f"JSON ({exc.msg}); send them as a JSON object in a string",
+            ) from None
+        if not isinstance(args, dict):
+            raise APIError(
+                400,
+                f"messages[{index}].tool_calls: the arguments of {call.function.name} must be a "
+                "JSON object",
+            )
+        calls.append({"name": call.function.name, "args": args, "id": call.id})
+    return calls
+
+
+def to_langchain(messages: list[ChatMessage]) -> list[BaseMessage]:
+    """OpenAI chat messages as LangChain messages (system and developer are both system)."""
+    converted: list[BaseMessage] = []
+    for index, message in enumerate(messages):
+        text = _text(message)
+        if message.role in ("system", "developer"):
+            converted.append(SystemMessage(text))
+        elif message.role == "user":
+            converted.append(HumanMessage(text))
+        elif message.role == "assistant":
+            converted.append(AIMessage(text, tool_calls=_arguments(message, index)))
+        else:
+            converted.append(ToolMessage(text, tool_call_id=message.tool_call_id or ""))
+    return converted
+
+
+def tool_specs(req: ChatCompletionRequest) -> list[dict[str, Any]]:
+    """The request's tools as `prompts.tool_spec` dicts."""
+    return [tool_spec(tool.function.model_dump(exclude_none=True)) for tool in req.tools or []]
+
+
+def tool_observation(req: ChatCompletionRequest) -> str:
+    """The observation the conversation stands for, tools included (`render_messages`)."""
+    return render_messages(to_langchain(req.messages), tool_specs(req))
+
+
+def tool_choice(req: ChatCompletionRequest) -> str | None:
+    """The request's tool_choice as `read_tool_calls` takes it."""
+    choice = req.tool_choice
+    if choice is None or isinstance(choice, str):
+        return choice
+    name = choice.function.get("name")
+    if not name:
+        raise APIError(400, 'tool_choice: name the function, e.g. {"function": {"name": "..."}}')
+    return name
+
+
+def reply_message(
+    text: str, specs: list[dict[str, Any]], choice: str | None
+) -> tuple[dict[str, Any], bool]:
+    """The assistant message for an utterance, and whether it is a tool call.
+
+    ``specs`` and ``choice`` are the request's `tool_specs` and `tool_choice`.
+    """
+    content, calls, _, _ = read_tool_calls(text, specs, choice)
+    if not calls:
+        return {"role": "assistant", "content": text}, False
+    return {
+        "role": "assistant",
+        "content": content or None,
+        "tool_calls": [
+            {
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": json.dumps(call["args"])},
+            }
+            for call in calls
+        ],
+    }, True

@@ -1,0 +1,1 @@
+"""MiniShop: a small web shop, played as text or in headless Chromium."""

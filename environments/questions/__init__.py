@@ -1,0 +1,1 @@
+"""Question games: Twenty Questions and Guess My City over one oracle."""

@@ -1,0 +1,1 @@
+"""SupportSim: a customer-support desk over a generated database, with a simulated customer."""
