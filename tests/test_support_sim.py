@@ -26,7 +26,7 @@ from archer_agents.environments.support.env import (
     SupportSimEnv,
     serve_customer,
 )
-from archer_agents.environments.support.tasks import TEMPLATES, generate_tasks
+from archer_agents.environments.support.task_generator import TEMPLATES, generate_tasks
 from archer_agents.environments.support.user import STOP, LLMUser, RuleBasedUser
 from archer_agents.formats.prompts import render_messages
 from archer_agents.langchain.agent import load_agent

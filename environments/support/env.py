@@ -55,12 +55,8 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage, To
 from langchain_core.runnables import Runnable
 
 from archer_agents.environments.base import ScriptedAgent
-from archer_agents.environments.support.tasks import (
-    SupportTask,
-    UserGoal,
-    generate_tasks,
-    mentions,
-)
+from archer_agents.environments.support.task_generator import generate_tasks
+from archer_agents.environments.support.tasks import SupportTask, UserGoal, mentions
 from archer_agents.environments.support.user import (
     STOP,
     RuleBasedUser,
@@ -72,11 +68,11 @@ from archer_agents.formats.prompts import message_text, render_messages
 from archer_agents.tools.support.generate import DatabaseSize, generate_database
 from archer_agents.tools.support.models import RecordDigests
 from archer_agents.tools.support.policy import POLICY
+from archer_agents.tools.support.store import SupportStore
 from archer_agents.tools.support.tools import (
     RESPOND,
     TRANSFER,
     WRITE_TOOLS,
-    SupportStore,
     build_support_tools,
     replay,
 )

@@ -8,11 +8,11 @@
 from archer_agents.tools.support.generate import SIZES, DatabaseSize, generate_database
 from archer_agents.tools.support.models import CANCEL_REASONS, Database
 from archer_agents.tools.support.policy import POLICY
+from archer_agents.tools.support.store import SupportStore
 from archer_agents.tools.support.tools import (
     RESPOND,
     TRANSFER,
     WRITE_TOOLS,
-    SupportStore,
     build_support_tools,
     replay,
 )
