@@ -61,8 +61,14 @@ contracts: install
 	@for d in tools environments training; do cp -r $$d $(LAYOUT_TREE)/archer_agents/$$d; done
 	cd $(LAYOUT_TREE) && PYTHONPATH=. "$(abspath $(VENV))/bin/lint-imports" "$(CURDIR)/pyproject.toml"
 
-# The documentation site, built strictly (a broken link or reference fails).
+# The documentation site, built strictly (a broken link or reference fails). mkdocstrings
+# reads the sources from a tree of links laid out the way the package installs (griffe
+# cannot follow setuptools' package-dir mapping); mkdocs.yml points its `paths` there.
+DOCS_TREE := .make/docs-layout
 docs: install
+	@rm -rf $(DOCS_TREE) && mkdir -p $(DOCS_TREE)/archer_agents
+	@for f in archer_agents/*; do ln -s "$(CURDIR)/$$f" $(DOCS_TREE)/archer_agents/; done
+	@for d in tools environments training; do ln -s "$(CURDIR)/$$d" $(DOCS_TREE)/archer_agents/$$d; done
 	$(VENV)/bin/mkdocs build --strict --site-dir .make/site
 
 # mypy cannot follow setuptools' package-dir mapping, so it checks a tree of links
