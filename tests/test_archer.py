@@ -349,7 +349,7 @@ def test_gae_minibatch_steps_take_the_rollout_in_turn_with_its_own_samples(
 
 
 def test_gae_by_hand_restarts_at_each_episode_end() -> None:
-    from archer_agents.training.algorithms.archer import gae
+    from archer_agents.training.advantages import gae
 
     def turn(reward: float, done: bool) -> Transition:
         return Transition(
@@ -368,5 +368,13 @@ def test_gae_by_hand_restarts_at_each_episode_end() -> None:
     a0 = d0 + gamma * lam * a1
     a3 = -1.0 - (-3.0)
     torch.testing.assert_close(
-        gae(turns, values, next_values, gamma, lam), torch.tensor([a0, a1, a2, a3])
+        gae(
+            torch.tensor([t.reward for t in turns]),
+            values,
+            next_values,
+            torch.tensor([t.done for t in turns]),
+            gamma,
+            lam,
+        )[0],
+        torch.tensor([a0, a1, a2, a3]),
     )

@@ -16,6 +16,7 @@ from archer_agents.critic.model import DoubleCritic
 from archer_agents.critic.ranking import candidate_values, rank_candidates
 from archer_agents.data.schema import Episode, Transition
 from archer_agents.policies.local_policy import LocalPolicy
+from archer_agents.training.advantages import gae as utterance_gae
 from archer_agents.training.algorithms.bc import action_token_ids, nll_loss
 from archer_agents.training.algorithms.chai import (
     Chai,
@@ -28,7 +29,7 @@ from archer_agents.training.algorithms.filtered_bc import (
     return_threshold,
     select_episodes,
 )
-from archer_agents.training.algorithms.ppo import PPO, PPOConfig, PPOSample, utterance_gae
+from archer_agents.training.algorithms.ppo import PPO, PPOConfig, PPOSample
 from archer_agents.training.algorithms.reinforce import (
     Reinforce,
     ReinforceConfig,

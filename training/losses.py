@@ -41,6 +41,8 @@ from typing import Literal
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from archer_agents.training.advantages import normalize
+
 Metrics = dict[str, float]
 
 
@@ -213,8 +215,7 @@ def actor_loss(
     weights = advantages.detach().to(logp.dtype)  # (B,)
 
     if normalize_advantages:
-        centred = weights - weights.mean()
-        weights = centred / (centred.std(unbiased=False) + 1e-8) if batch > 1 else centred
+        weights = normalize(weights)
     if advantage_clip is not None:
         if advantage_clip <= 0:
             raise ValueError(f"advantage_clip must be positive, got {advantage_clip}")

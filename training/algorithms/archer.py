@@ -72,6 +72,7 @@ from archer_agents.data.schema import Episode, Transition
 from archer_agents.policies.eval_mode import eval_mode
 from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.policies.protocol import Generation, SamplingParams
+from archer_agents.training.advantages import gae, normalize
 from archer_agents.training.cached_rollout import CachedPolicyActor
 from archer_agents.training.critic_config import CriticSettings, critic_and_target, critic_optimizer
 from archer_agents.training.distributed import process_group, shard
@@ -394,10 +395,11 @@ class Archer:
                         "actor_step() without observations, right after observe()"
                     )
                 v_next = self.critic.v([t.next_observation for t in turns])  # (B, 2)
-                advantages = gae(
-                    turns,
-                    v.min(dim=-1).values.cpu(),
-                    v_next.min(dim=-1).values.cpu(),
+                advantages, _ = gae(
+                    torch.tensor([t.reward for t in turns], dtype=torch.float32),
+                    v.min(dim=-1).values.float().cpu(),
+                    v_next.min(dim=-1).values.float().cpu(),
+                    torch.tensor([t.done for t in turns]),
                     config.gamma,
                     config.gae_lambda,
                 )
@@ -405,8 +407,7 @@ class Archer:
                 advantages = advantage(q_pi, v).cpu()  # (B,)
         raw_mean = float(advantages.mean())
         if config.normalize_advantages:
-            centred = advantages - advantages.mean()
-            advantages = centred / (centred.std(unbiased=False) + 1e-8)
+            advantages = normalize(advantages)
         visits = self.buffer.visit_counts(texts) if config.min_visits else None
         baselines = self._baseline_step(observations, generations, advantages)
 
@@ -571,31 +572,6 @@ class Archer:
             self.baseline_optimizer.load_state_dict(state["baseline_optimizer"])
 
 
-def gae(
-    turns: Sequence[Transition],
-    values: torch.Tensor,
-    next_values: torch.Tensor,
-    gamma: float,
-    lam: float,
-) -> torch.Tensor:
-    """Generalised advantage estimates (B,) for whole episodes' turns given in order.
-
-    delta_t = r_t + gamma * (1 - done_t) * V(s_t+1) - V(s_t);
-    A_t = delta_t + gamma * lam * (1 - done_t) * A_t+1, restarting at each episode's end.
-    values, next_values: (B,) V(s_t) and V(s_t+1), no gradient.
-    """
-    advantages = torch.zeros(len(turns))
-    running = 0.0
-    for t in range(len(turns) - 1, -1, -1):
-        turn = turns[t]
-        continuing = 0.0 if turn.done else 1.0
-        delta = turn.reward + gamma * continuing * float(next_values[t]) - float(values[t])
-        ends_here = turn.done or t == len(turns) - 1
-        running = delta + (0.0 if ends_here else gamma * lam * running)
-        advantages[t] = running
-    return advantages
-
-
 def _episodes_in_order(stored: Sequence[Transition]) -> list[list[Transition]]:
     """Transitions given oldest first, cut at episode ends."""
     episodes: list[list[Transition]] = [[]]
@@ -631,4 +607,4 @@ def _mean_metrics(prefix: str, history: Sequence[dict[str, float]]) -> dict[str,
     return {f"{prefix}/{key}": float(np.mean([h[key] for h in history])) for key in history[0]}
 
 
-__all__ = ["Archer", "ArcherConfig", "TokenBaseline", "gae"]
+__all__ = ["Archer", "ArcherConfig", "TokenBaseline"]

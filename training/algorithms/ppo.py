@@ -56,6 +56,7 @@ from archer_agents.critic.encoders import TextEncoder, load_encoder
 from archer_agents.data.schema import Episode
 from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.policies.protocol import SamplingParams
+from archer_agents.training.advantages import gae, normalize
 from archer_agents.training.distributed import process_group, shard
 from archer_agents.training.losses import Metrics, ppo_policy_loss, value_loss
 from archer_agents.training.rollout import Actor, PolicyActor
@@ -136,34 +137,6 @@ class UtteranceValue(nn.Module):
         return self.head(encoded.to(module_device(self.head))).squeeze(-1)  # (B,)
 
 
-def utterance_gae(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    next_values: torch.Tensor,
-    dones: torch.Tensor,
-    gamma: float,
-    lam: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """GAE over one episode's utterance steps: advantages and value targets, both (T,).
-
-    rewards, values V(s_t), next_values V(s_{t+1}) and dones are (T,) in turn
-    order. A done step neither bootstraps nor passes advantage back across it.
-    """
-    steps = rewards.shape[0]
-    for name, tensor in (("values", values), ("next_values", next_values), ("dones", dones)):
-        if tensor.shape != (steps,):
-            raise ValueError(f"{name} must have shape ({steps},), got {tuple(tensor.shape)}")
-    with torch.no_grad():
-        not_done = 1.0 - dones.float()
-        deltas = rewards + gamma * not_done * next_values - values  # (T,)
-        advantages = torch.zeros_like(deltas)
-        running = torch.zeros((), dtype=deltas.dtype, device=deltas.device)
-        for t in reversed(range(steps)):
-            running = deltas[t] + gamma * lam * not_done[t] * running
-            advantages[t] = running
-        return advantages, advantages + values
-
-
 @dataclass
 class PPOSample:
     """One utterance of the on-policy batch, ready for the clipped loss."""
@@ -234,7 +207,7 @@ class PPO:
                 dtype=torch.float32,
             )
             dones = torch.tensor([t.done for t in episode.transitions])
-            adv, ret = utterance_gae(
+            adv, ret = gae(
                 rewards,
                 values[start:end],
                 next_values[start:end],
@@ -247,7 +220,7 @@ class PPO:
             start = end
         advantage = torch.cat(advantages)
         if self.config.normalize_advantages and advantage.numel() > 1:
-            advantage = (advantage - advantage.mean()) / (advantage.std(unbiased=False) + 1e-8)
+            advantage = normalize(advantage)
         target = torch.cat(targets)
         return [
             PPOSample(
@@ -360,4 +333,4 @@ class PPO:
         self._rng = rng
 
 
-__all__ = ["PPO", "PPOConfig", "PPOSample", "UtteranceValue", "utterance_gae"]
+__all__ = ["PPO", "PPOConfig", "PPOSample", "UtteranceValue"]

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from archer_agents.data.schema import Episode
 from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.policies.protocol import SamplingParams
+from archer_agents.training.advantages import normalize
 from archer_agents.training.algorithms.bc import transition_token_ids
 from archer_agents.training.algorithms.filtered_bc import episode_return
 from archer_agents.training.distributed import shard
@@ -65,7 +66,7 @@ def batch_mean_advantages(returns: torch.Tensor) -> torch.Tensor:
     """G_i - mean(G): (N,) -> (N,)."""
     if returns.dim() != 1 or returns.numel() == 0:
         raise ValueError(f"returns must be a non-empty (N,) tensor, got {tuple(returns.shape)}")
-    return returns - returns.mean()
+    return normalize(returns, scale=False)
 
 
 class Reinforce:
