@@ -14,10 +14,9 @@ from langchain_core.tools import BaseTool
 import archer_agents.environments  # noqa: F401  (registers the ids)
 from archer_agents.environments.base import UnknownTaskError
 from archer_agents.environments.questions.guess_my_city import GuessMyCityEnv
-from archer_agents.tools.guess_my_city import (
-    DATA_PATH,
+from archer_agents.tools.guess_my_city.cities import DATA_PATH, CityDatabase
+from archer_agents.tools.guess_my_city.oracle import (
     HIDDEN_COUNTRY,
-    CityDatabase,
     GuessMyCityOracle,
     answer_city_question,
     make_guess_my_city_tool,

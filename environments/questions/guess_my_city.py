@@ -15,7 +15,7 @@ from archer_agents.environments.questions.game import (
     DEFAULT_MAX_TURNS,
     QuestionGameEnv,
 )
-from archer_agents.tools.guess_my_city import GuessMyCityOracle
+from archer_agents.tools.guess_my_city.oracle import GuessMyCityOracle
 
 
 class GuessMyCityEnv(QuestionGameEnv):
