@@ -19,7 +19,6 @@ from archer_agents.environments.base import TEXT_CHARSET
 from archer_agents.environments.minishop.actions import parse_action
 from archer_agents.environments.minishop.env import MiniShopEnv
 from archer_agents.tools.shop.actions import ActionError, Command, plan
-from archer_agents.tools.shop.browser import find_chromium, require_playwright
 from archer_agents.tools.shop.catalog import (
     CATALOG_CONFIGS,
     HELD_OUT_TEMPLATES,
@@ -30,6 +29,7 @@ from archer_agents.tools.shop.catalog import (
     load_catalog,
     score_purchase,
 )
+from archer_agents.tools.shop.chromium import find_chromium, require_playwright
 from archer_agents.tools.shop.pages import (
     form_encode,
     item_page,

@@ -23,8 +23,9 @@ from typing import Any, TypeVar
 
 from archer_agents.environments.minishop.env import DEFAULT_MAX_TURNS, MiniShopEnv
 from archer_agents.tools.shop.actions import Step
-from archer_agents.tools.shop.browser import ChromiumBrowser, find_chromium, require_playwright
+from archer_agents.tools.shop.browser import ChromiumBrowser
 from archer_agents.tools.shop.catalog import Catalog
+from archer_agents.tools.shop.chromium import find_chromium, require_playwright
 from archer_agents.tools.shop.pages import PageView
 from archer_agents.tools.shop.server import SESSION_COOKIE, ShopServer
 from archer_agents.tools.shop.state import BackendFailure, ShopState

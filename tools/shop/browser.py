@@ -1,12 +1,12 @@
 """Real headless Chromium, driven through Playwright, confined to the shop.
 
-Chromium is the system's (``chromium`` on PATH, or ``ARCHER_CHROMIUM``), started
-by us as a process we own (so we can kill it) and driven over CDP. Playwright's
-sync API is bound to the thread that started it, so one worker thread owns it
-and every browser operation is a job with a deadline: if Chromium crashes the
-job fails, if it hangs the deadline passes and we kill the process. Either way
-the caller gets a `BackendFailure` within the deadline and the browser is
-restarted; nothing waits forever.
+Chromium is the system's, started as a process we own (so we can kill it) and
+driven over CDP; finding it, and the one thread that owns Playwright, are in
+`archer_agents.tools.shop.chromium`. Every browser operation is a job on that
+thread with a deadline: if Chromium crashes the job fails, if it hangs the
+deadline passes and we kill the process. Either way the caller gets a
+`BackendFailure` within the deadline and the browser is restarted; nothing
+waits forever.
 
 Confinement: every request of the episode's context is routed; anything not to
 the shop's own origin is aborted and counted, downloads are refused, service
@@ -21,11 +21,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
-import signal
 import subprocess
 import tempfile
-import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -35,143 +32,19 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from archer_agents.tools.shop.actions import Step
+from archer_agents.tools.shop.chromium import (
+    CHROMIUM_FLAGS,
+    PlaywrightThread,
+    find_chromium,
+    is_playwright_error,
+    kill_process_group,
+)
 from archer_agents.tools.shop.pages import SNAPSHOT_JS, PageView, elements_from_snapshot
 from archer_agents.tools.shop.state import BackendFailure
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-CHROMIUM_ENV_VAR = "ARCHER_CHROMIUM"
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--no-default-browser-check",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-extensions",
-    "--disable-default-apps",
-    "--disable-features=BackForwardCache",
-    "--hide-scrollbars",
-    "--mute-audio",
-)
-"""Flags for a quiet, offline, deterministic headless Chromium.
-
-Without the background-networking flags Chromium calls home at start-up;
-without disabling the back/forward cache, going back can restore typed values.
-"""
-INSTALL_PLAYWRIGHT = "pip install 'archer-agents[browser]'"
-
-
-def find_chromium(executable: str | None = None) -> str:
-    """The Chromium binary: ``executable``, else ``$ARCHER_CHROMIUM``, else one on PATH."""
-    wanted = executable or os.environ.get(CHROMIUM_ENV_VAR)
-    if wanted:
-        found = shutil.which(wanted)
-        if found is None:
-            source = "executable" if executable else f"${CHROMIUM_ENV_VAR}"
-            raise FileNotFoundError(
-                f"{source} is {wanted!r}, which is not an executable file; point it at a "
-                "Chromium or Chrome binary"
-            )
-        return found
-    for name in CHROMIUM_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    raise FileNotFoundError(
-        "MiniShopBrowser needs Chromium and none was found on PATH "
-        f"(looked for {', '.join(CHROMIUM_NAMES)}); install it (Debian: "
-        f"`apt-get install chromium`) or set {CHROMIUM_ENV_VAR}=/path/to/chrome"
-    )
-
-
-def require_playwright() -> Any:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:
-        raise ImportError(
-            f"MiniShopBrowser needs Playwright, which is not installed: {INSTALL_PLAYWRIGHT} "
-            f"(no browser download is needed; Chromium is found on PATH or via "
-            f"${CHROMIUM_ENV_VAR})"
-        ) from exc
-    return sync_playwright
-
-
-class _PlaywrightThread:
-    """A thread that owns one Playwright driver and runs jobs on it, one at a time."""
-
-    def __init__(self, start_timeout_s: float) -> None:
-        self._jobs: list[tuple[Callable[[], Any], Future[Any]] | None] = []
-        self._wake = threading.Condition()
-        self._ready: Future[Any] = Future()
-        self.playwright: Any = None
-        self.thread = threading.Thread(target=self._main, name="minishop-playwright", daemon=True)
-        self.thread.start()
-        try:
-            self.playwright = self._ready.result(timeout=start_timeout_s)
-        except FutureTimeout as exc:
-            raise RuntimeError(
-                f"Playwright did not start within {start_timeout_s:.0f} s; check that "
-                f"`python -m playwright --version` works ({INSTALL_PLAYWRIGHT})"
-            ) from exc
-
-    def _main(self) -> None:
-        try:
-            playwright = require_playwright()().start()
-        except BaseException as exc:
-            self._ready.set_exception(exc)
-            return
-        self._ready.set_result(playwright)
-        while True:
-            with self._wake:
-                while not self._jobs:
-                    self._wake.wait()
-                job = self._jobs.pop(0)
-            if job is None:
-                break
-            fn, future = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn())
-            except BaseException as exc:
-                future.set_exception(exc)
-        with contextlib.suppress(Exception):
-            playwright.stop()
-
-    def submit(self, fn: Callable[[], T]) -> Future[T]:
-        future: Future[T] = Future()
-        with self._wake:
-            self._jobs.append((fn, future))
-            self._wake.notify()
-        return future
-
-    def stop(self, timeout_s: float) -> None:
-        with self._wake:
-            self._jobs.append(None)
-            self._wake.notify()
-        self.thread.join(timeout_s)
-
-
-def _kill_group(process: subprocess.Popen[bytes], user_data_dir: str) -> None:
-    """Kill Chromium and its children (they share the process group we created)."""
-    if process.poll() is None:
-        try:
-            if hasattr(os, "killpg"):
-                os.killpg(process.pid, signal.SIGKILL)
-            else:
-                process.kill()
-        except ProcessLookupError:
-            pass
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=10)
-    shutil.rmtree(user_data_dir, ignore_errors=True)
 
 
 class ChromiumBrowser:
@@ -215,7 +88,7 @@ class ChromiumBrowser:
         """Requests to other origins aborted during the current episode."""
         self.blocked_urls: list[str] = []
         self.restarts = 0
-        self._worker: _PlaywrightThread | None = None
+        self._worker: PlaywrightThread | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._finalizer: weakref.finalize | None = None
         self._browser: Any = None
@@ -238,7 +111,7 @@ class ChromiumBrowser:
             return
         self._stop_process()
         if self._worker is None or not self._worker.thread.is_alive():
-            self._worker = _PlaywrightThread(self.launch_timeout_s)
+            self._worker = PlaywrightThread(self.launch_timeout_s)
         user_data_dir = tempfile.mkdtemp(prefix="minishop-chromium-")
         command = [
             self.executable,
@@ -256,7 +129,7 @@ class ChromiumBrowser:
             start_new_session=True,
         )
         self._process = process
-        self._finalizer = weakref.finalize(self, _kill_group, process, user_data_dir)
+        self._finalizer = weakref.finalize(self, kill_process_group, process, user_data_dir)
         endpoint = self._wait_for_endpoint(process, user_data_dir)
         worker = self._worker
 
@@ -334,7 +207,7 @@ class ChromiumBrowser:
         except BackendFailure:
             raise
         except Exception as exc:
-            if not _is_playwright_error(exc):
+            if not is_playwright_error(exc):
                 raise
             failure = self._classify(exc)
         logger.warning("MiniShop browser %s; restarting it", failure)
@@ -488,7 +361,7 @@ class ChromiumBrowser:
             data = self._page.evaluate(SNAPSHOT_JS)
         except Exception as exc:
             # A navigation replaced the document while we read it: read the new one.
-            if not _is_playwright_error(exc) or "context was destroyed" not in str(exc):
+            if not is_playwright_error(exc) or "context was destroyed" not in str(exc):
                 raise
             self._page.wait_for_load_state("domcontentloaded")
             data = self._page.evaluate(SNAPSHOT_JS)
@@ -497,11 +370,3 @@ class ChromiumBrowser:
             elements=elements_from_snapshot(data["elements"]),
             can_go_back=bool(data["canGoBack"]),
         )
-
-
-def _is_playwright_error(exc: BaseException) -> bool:
-    try:
-        from playwright.sync_api import Error
-    except ImportError:
-        return False
-    return isinstance(exc, Error)
