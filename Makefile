@@ -69,7 +69,7 @@ docs: install
 	@rm -rf $(DOCS_TREE) && mkdir -p $(DOCS_TREE)/archer_agents
 	@for f in archer_agents/*; do ln -s "$(CURDIR)/$$f" $(DOCS_TREE)/archer_agents/; done
 	@for d in tools environments training; do ln -s "$(CURDIR)/$$d" $(DOCS_TREE)/archer_agents/$$d; done
-	$(VENV)/bin/mkdocs build --strict --site-dir .make/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir .make/site
 
 # mypy cannot follow setuptools' package-dir mapping, so it checks a tree of links
 # laid out the way the package installs.
