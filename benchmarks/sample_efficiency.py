@@ -274,8 +274,8 @@ def read_run(
     run_dir: Path, algo: str, seed: int, bc_return: float, config: dict[str, Any], run_s: float
 ) -> RunResult:
     """A finished run's curves and time split, from its ``metrics.jsonl``."""
+    from archer_agents.training.run_dir import METRICS_FILE
     from archer_agents.training.run_log import read_metrics
-    from archer_agents.training.trainer import METRICS_FILE
 
     records = read_metrics(run_dir / METRICS_FILE)
     evals = [r for r in records if r.get("eval/return_mean") is not None]
@@ -297,9 +297,15 @@ class _FixedActor:
     """An `Algorithm` that never learns: lets `Trainer.evaluate` score a fixed actor."""
 
     name = "fixed"
+    online = True
+    config = None
+    policy = None
 
     def __init__(self, actor: Any) -> None:
         self._actor = actor
+
+    def modules(self) -> list[Any]:
+        return []
 
     def actor(self) -> Any:
         return self._actor

@@ -20,8 +20,9 @@ from archer_agents.training.algorithms.archer import Archer, ArcherConfig
 from archer_agents.training.algorithms.offline_archer import OfflineArcher, OfflineArcherConfig
 from archer_agents.training.checkpoint import load_latest
 from archer_agents.training.rollout import ScriptedActor, collect, make_env_factory
+from archer_agents.training.run_dir import is_run_path, load_run_policy
 from archer_agents.training.run_log import read_metrics
-from archer_agents.training.trainer import Trainer, TrainerConfig, is_run_path, load_run_policy
+from archer_agents.training.trainer import Trainer, TrainerConfig
 
 ENV_ID = "archer/TwentyQuestions-v0"
 

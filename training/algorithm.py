@@ -10,17 +10,53 @@ the replay buffer, the policy, the metrics and the checkpoints.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+from torch import nn
 
 from archer_agents.data.schema import Episode
 from archer_agents.training.rollout import Actor
 
+if TYPE_CHECKING:
+    from archer_agents.policies.local_policy import LocalPolicy
 
+
+@runtime_checkable
 class Algorithm(Protocol):
-    """One training method (ArCHer, PPO, filtered BC, CHAI, offline ArCHer, ...)."""
+    """One training method (ArCHer, PPO, filtered BC, CHAI, offline ArCHer, ...).
 
-    name: str
-    """Short name used in metrics and on the command line (e.g. ``archer``)."""
+    Every member is one the trainer reads; each algorithm in
+    ``training.algorithms`` implements all of them (the trainer probes none).
+    """
+
+    @property
+    def name(self) -> str:
+        """Short name used in metrics, ``run.json`` and checkpoints (e.g. ``archer``)."""
+        ...
+
+    @property
+    def online(self) -> bool:
+        """Whether the trainer collects episodes for it (False: updates and evaluations only)."""
+        ...
+
+    @property
+    def config(self) -> BaseModel | None:
+        """Its settings, recorded in ``run.json`` (None: nothing to record)."""
+        ...
+
+    @property
+    def policy(self) -> LocalPolicy | None:
+        """The policy it trains, exported beside each checkpoint (None: it trains none)."""
+        ...
+
+    def modules(self) -> list[nn.Module]:
+        """The torch modules it trains or reads, each once: the policy's model, critics, ...
+
+        Several processes start from process 0's copy of each, and each process
+        must hold them on its own device.
+        """
+        ...
 
     def actor(self) -> Actor:
         """How rollouts choose utterances now (a policy, or critic-ranked sampling)."""
@@ -41,3 +77,15 @@ class Algorithm(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
         ...
+
+
+def unique_modules(*modules: nn.Module | None) -> list[nn.Module]:
+    """The given modules without Nones and repeats, in order (for `Algorithm.modules`)."""
+    found: dict[int, nn.Module] = {}
+    for module in modules:
+        if module is not None:
+            found.setdefault(id(module), module)
+    return list(found.values())
+
+
+__all__ = ["Algorithm", "unique_modules"]

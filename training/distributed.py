@@ -24,6 +24,17 @@ optimisers, replay buffer) and collectives keep the copies equal:
   per process, so the processes' rollouts are not copies of each other; what
   each process samples only enters the averaged gradient.
 
+The trainer (`training.trainer`) finds its process group itself, so a
+training command runs as several processes unchanged::
+
+    accelerate launch --multi_gpu --num_processes 2 -m archer_agents.cli train ...
+    torchrun --nproc-per-node 2 -m archer_agents.cli train ...
+
+(``--multi_gpu`` selects accelerate's multi-process launcher; on a machine
+without GPUs its processes run on the CPU and talk over gloo.) Only process 0
+writes the run directory; on resume every process loads the same checkpoint,
+which also holds each process's random state.
+
 The process group comes from `accelerate` (``PartialState``), which reads what
 ``accelerate launch`` or ``torchrun`` put in the environment and uses gloo for
 models on the CPU, NCCL on GPUs. This is data parallelism as in PyTorch's DDP:
@@ -40,13 +51,17 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from archer_agents.training.checkpoint import capture_rng_state, restore_rng_state
 
 logger = logging.getLogger(__name__)
 
@@ -276,11 +291,129 @@ class Distributed:
         }
 
 
+# ------------------------------------------------------ the trainer's plumbing ---
+
+
+def main_decides(distributed: Distributed, decide: Callable[[], T]) -> T:
+    """``decide()`` run by process 0 alone; its result, or the error it raised, everywhere.
+
+    Every process must call it; the others raise process 0's error too, so no
+    process is left waiting in a collective.
+    """
+    if distributed.is_main:
+        try:
+            value = decide()
+        except BaseException as error:
+            distributed.broadcast(error)
+            raise
+        distributed.broadcast(value)
+        return value
+    told: Any = distributed.broadcast(None)
+    if isinstance(told, BaseException):
+        raise told
+    return told  # type: ignore[no-any-return]
+
+
+def play_shares(
+    distributed: Distributed,
+    total: int,
+    task_ids: Sequence[str] | None,
+    play: Callable[[int, int, Sequence[str] | None], tuple[list[T], int]],
+) -> tuple[list[T], int]:
+    """``total`` episodes played in contiguous shares, all of them on every process.
+
+    ``play(count, offset, task_ids)`` plays this process's ``count`` episodes,
+    the first being episode ``offset`` (so it seeds with seed + offset); the
+    task ids are rotated so that the share's first episode plays task
+    ``task_ids[offset % len]``. Returns every process's episodes in process
+    order and the tokens generated in all.
+    """
+    offset, count = distributed.split(total)
+    mine: tuple[list[T], int] = ([], 0)
+    if count:
+        if task_ids:
+            cut = offset % len(task_ids)
+            task_ids = [*task_ids[cut:], *task_ids[:cut]]
+        mine = play(count, offset, task_ids)
+    shares = distributed.gather(mine)
+    return [item for share, _ in shares for item in share], sum(tokens for _, tokens in shares)
+
+
+def check_devices(modules: Sequence[nn.Module], distributed: Distributed) -> None:
+    """Each process trains on its own GPU; models left on another one would collide there."""
+    elsewhere = {
+        p.device
+        for m in modules
+        for p in m.parameters()
+        if p.device.type == distributed.device.type and p.device != distributed.device
+    }
+    if elsewhere:
+        raise ValueError(
+            f"process {distributed.rank} should hold its models on {distributed.device} but some "
+            f"are on {sorted(map(str, elsewhere))}; load the policy and critic on "
+            "Distributed.from_environment().device before building the Trainer"
+        )
+
+
+def random_state(generator: torch.Generator | None) -> dict[str, Any]:
+    """This process's global RNGs and its policy's sampling generator (for a checkpoint)."""
+    return {
+        "rng": capture_rng_state(),
+        "policy_generator": None if generator is None else generator.get_state(),
+    }
+
+
+def separate_randomness(
+    distributed: Distributed,
+    generator: torch.Generator | None,
+    saved: Sequence[dict[str, Any]] | None,
+    *,
+    seed: int,
+    iteration: int,
+) -> None:
+    """Give every process its own random draws, or restore each one's from a checkpoint.
+
+    With equal generators the processes would sample the same utterance for
+    the same observation (every episode's first turn), and their rollouts
+    would repeat each other. Process 0 keeps the one-process draws; the
+    others are seeded from (seed, rank, iteration). ``saved`` (each process's
+    `random_state`, from a checkpoint) written by as many processes restores
+    each one's own state, so a resumed run draws what an uninterrupted one would.
+    """
+    if saved is not None and len(saved) == distributed.world_size:
+        own = saved[distributed.rank]
+        restore_rng_state(own["rng"])
+        if generator is not None and own["policy_generator"] is not None:
+            generator.set_state(own["policy_generator"])
+        return
+    if saved is not None and distributed.is_main:
+        logger.warning(
+            "the checkpoint was written by %d processes and this run has %d: processes other "
+            "than 0 start new random streams",
+            len(saved),
+            distributed.world_size,
+        )
+    if distributed.is_main:
+        return
+    entropy = [seed, distributed.rank, iteration]
+    process_seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+    random.seed(process_seed)
+    np.random.seed(process_seed)
+    torch.manual_seed(process_seed)
+    if generator is not None:
+        generator.manual_seed(process_seed)
+
+
 __all__ = [
     "Distributed",
     "average_gradients",
     "broadcast_module",
+    "check_devices",
     "launched_world_size",
+    "main_decides",
+    "play_shares",
     "process_group",
+    "random_state",
+    "separate_randomness",
     "shard",
 ]

@@ -69,6 +69,26 @@ def summarize(episodes: Sequence[Episode], *, seed: int = 0) -> Summary:
     )
 
 
+def rollout_metrics(episodes: list[Episode]) -> dict[str, float]:
+    """``rollout/...`` figures of a batch of training episodes (no intervals: they are cheap)."""
+    if not episodes:
+        return {}
+    turns = [t for e in episodes for t in e.transitions]
+    invalid = sum(bool(t.info.get("invalid_action")) for t in turns) / max(len(turns), 1)
+    returns = [
+        e.total_reward if e.total_reward is not None else sum(t.reward for t in e.transitions)
+        for e in episodes
+    ]
+    return {
+        "rollout/return_mean": float(sum(returns) / len(returns)),
+        "rollout/success": float(sum(bool(e.success) for e in episodes) / len(episodes)),
+        "rollout/turns_mean": len(turns) / len(episodes),
+        "rollout/invalid_action_rate": invalid,
+        "rollout/valid_rate": 1.0 - invalid,
+        "rollout/episodes": float(len(episodes)),
+    }
+
+
 def _return(episode: Episode) -> float:
     if episode.total_reward is not None:
         return episode.total_reward

@@ -37,6 +37,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+from torch import nn
+
 from archer_agents.data.schema import Episode
 from archer_agents.policies.adapters import AdapterRegistry, AdapterVersion, Deployment
 from archer_agents.policies.local_policy import LocalPolicy
@@ -107,18 +110,22 @@ class ServedAlgorithm:
     @property
     def online(self) -> bool:
         """Whether the trainer collects episodes (the wrapped algorithm's answer)."""
-        return bool(getattr(self.algorithm, "online", True))
+        return self.algorithm.online
 
     @property
-    def config(self) -> Any:
+    def config(self) -> BaseModel | None:
         """The wrapped algorithm's config (recorded in ``run.json``)."""
-        return getattr(self.algorithm, "config", None)
+        return self.algorithm.config
 
     @property
     def registry(self) -> AdapterRegistry:
         return self.deployment.registry
 
     # -- the Algorithm protocol ----------------------------------------------------------
+    def modules(self) -> list[nn.Module]:
+        """The wrapped algorithm's modules."""
+        return self.algorithm.modules()
+
     def actor(self) -> Actor:
         """The algorithm's actor, sampling on the server from the version that holds its weights."""
         if self.served is None:
@@ -185,7 +192,7 @@ def _lora_policy(algorithm: Algorithm) -> LocalPolicy:
     """The algorithm's policy, if it is a `LocalPolicy` with a LoRA adapter to serve."""
     from peft import PeftModel
 
-    policy = getattr(algorithm, "policy", None)
+    policy = algorithm.policy
     if not isinstance(policy, LocalPolicy):
         raise ValueError(
             f"{algorithm.name} has no LocalPolicy (.policy) to save adapter versions of; only "

@@ -14,64 +14,28 @@ episodes (`observe`) and runs its gradient steps (`update`). Per iteration:
 An algorithm with ``online = False`` (offline ArCHer) gets no rollouts, only
 updates and evaluations.
 
-A run directory holds::
+The run directory's files, resuming and the cut-back of logs written after
+the last checkpoint are `training.run_dir`'s.
 
-    run.json            what the run is (algorithm, environment, model, configs)
-    episodes.jsonl      every episode collected, one a line (fsynced per episode)
-    metrics.jsonl       one record per iteration; learning_curve.png draws it
-    tensorboard/        the same scalars for TensorBoard
-    checkpoints/        step-NNNNNN/ (atomic, see training.checkpoint), latest
-    policy/             the policy as of the last checkpoint, loadable as a model dir
-
-Resuming (``resume=True``) restores the algorithm (weights, optimisers,
-buffer), the counters and every RNG from the newest good checkpoint. Episodes
-and metrics written after that checkpoint belong to an iteration that never
-finished: they are moved to ``episodes.abandoned.jsonl`` /
-``metrics.abandoned.jsonl`` (never deleted) and the logs cut back to the
-checkpoint, so the log holds exactly what the algorithm has seen.
-
-Several processes
------------------
-Under ``accelerate launch`` or ``torchrun`` the trainer finds its process group
-itself (`training.distributed`), and the processes train as one::
-
-    accelerate launch --multi_gpu --num_processes 2 -m archer_agents.cli train ...
-    torchrun --nproc-per-node 2 -m archer_agents.cli train ...
-
-(``--multi_gpu`` selects accelerate's multi-process launcher; on a machine
-without GPUs its processes run on the CPU and talk over gloo.) Parameters start
-as process 0's; each process plays its share of ``episodes_per_iteration``
-and of ``eval_episodes`` (episode k keeps seed + k whichever process plays it)
-and every process then receives all of them, so the replay buffers stay
-equal; batches are split between the processes (PPO's minibatches excepted:
-each process computes them whole) and gradients averaged before every step,
-so the parameters stay equal. Settings keep their one-process meaning (the
-work per iteration is the same, shared), except ``num_envs``, which is per
-process. Update metrics are averaged over the processes. Only process 0
-writes the run directory (an iteration's episodes once they have all
-arrived); ``on_iteration`` gets process 0's record in every process. On
-resume every process loads the same checkpoint, which also holds each
-process's random state. In one process none of this costs anything.
+Several processes (``accelerate launch`` or ``torchrun``; see `training.distributed`)
+train as one: each plays its share of ``episodes_per_iteration`` and
+``eval_episodes`` (episode k keeps seed + k whichever process plays it) and
+receives all of them; ``num_envs`` is per process, every other setting keeps its
+one-process meaning; update metrics are averaged; only process 0 writes the run
+directory, and ``on_iteration`` gets process 0's record in every process.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
 from archer_agents.data.episode_log import EpisodeWriter
 from archer_agents.data.schema import Episode
@@ -80,13 +44,18 @@ from archer_agents.training.checkpoint import (
     Checkpoint,
     capture_rng_state,
     load_checkpoint,
-    load_latest,
     restore_rng_state,
     save_checkpoint,
-    write_text_atomic,
 )
-from archer_agents.training.distributed import Distributed
-from archer_agents.training.evaluation import summarize
+from archer_agents.training.distributed import (
+    Distributed,
+    check_devices,
+    main_decides,
+    play_shares,
+    random_state,
+    separate_randomness,
+)
+from archer_agents.training.evaluation import rollout_metrics, summarize
 from archer_agents.training.rollout import (
     CollectResult,
     EnvFactory,
@@ -94,18 +63,10 @@ from archer_agents.training.rollout import (
     make_env_factory,
     split_task_ids,
 )
+from archer_agents.training.run_dir import CHECKPOINT_FORMAT, RunDir, run_info, synced_size
 from archer_agents.training.run_log import MetricsLog, plot_learning_curve, read_metrics
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = 1
-RUN_FILE = "run.json"
-EPISODES_FILE = "episodes.jsonl"
-METRICS_FILE = "metrics.jsonl"
-CURVE_FILE = "learning_curve.png"
-CHECKPOINT_DIR = "checkpoints"
-POLICY_DIR = "policy"
-TENSORBOARD_DIR = "tensorboard"
 
 
 class TrainerConfig(BaseModel):
@@ -209,32 +170,33 @@ class Trainer:
         self.on_iteration = on_iteration
         self.counters = Counters()
         self._eval_task_ids: list[str] | None = None
-        modules = _modules(algorithm)
+        self.files = RunDir(self.run_dir)
+        modules = algorithm.modules()
         on_cpu = all(p.device.type == "cpu" for m in modules for p in m.parameters())
         self.distributed = distributed or Distributed.from_environment(cpu=on_cpu)
         if self.distributed.enabled and not on_cpu:
-            _check_devices(modules, self.distributed)
+            check_devices(modules, self.distributed)
 
     # -- paths -------------------------------------------------------------------
     @property
     def episodes_path(self) -> Path:
-        return self.run_dir / EPISODES_FILE
+        return self.files.episodes_path
 
     @property
     def metrics_path(self) -> Path:
-        return self.run_dir / METRICS_FILE
+        return self.files.metrics_path
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.run_dir / CHECKPOINT_DIR
+        return self.files.checkpoint_dir
 
     @property
     def curve_path(self) -> Path:
-        return self.run_dir / CURVE_FILE
+        return self.files.curve_path
 
     @property
     def online(self) -> bool:
-        return bool(getattr(self.algorithm, "online", True))
+        return self.algorithm.online
 
     # -- the loop ----------------------------------------------------------------
     def train(self, *, resume: bool = False) -> TrainResult:
@@ -250,7 +212,7 @@ class Trainer:
         if self.distributed.is_main:  # the only process that writes files
             metrics_log = MetricsLog(
                 self.metrics_path,
-                self.run_dir / TENSORBOARD_DIR if config.tensorboard else None,
+                self.files.tensorboard_dir if config.tensorboard else None,
                 purge_step=self.counters.iteration + 1 if resumed_from is not None else None,
             )
             writer = EpisodeWriter(self.episodes_path)
@@ -363,32 +325,28 @@ class Trainer:
                 env_id=self.env_id,
             )
         start = time.perf_counter()
-        offset, count = distributed.split(total)
-        mine: tuple[list[Episode], int] = ([], 0)
-        if count:
-            if task_ids:  # rotated so that this share's first episode plays task offset
-                cut = offset % len(task_ids)
-                task_ids = [*task_ids[cut:], *task_ids[:cut]]
+
+        def play_share(
+            count: int, offset: int, share_tasks: Sequence[str] | None
+        ) -> tuple[list[Episode], int]:
             result = collect(
                 self.env_factory,
                 actor,
                 count,
                 num_envs=num_envs,
                 split=split,
-                task_ids=task_ids,
+                task_ids=share_tasks,
                 seed=seed + offset,
                 policy_version=policy_version,
                 env_id=self.env_id,
             )
-            mine = (result.episodes, result.generated_tokens)
-        shares = distributed.gather(mine)
-        episodes = [episode for share, _ in shares for episode in share]
+            return result.episodes, result.generated_tokens
+
+        episodes, tokens = play_shares(distributed, total, task_ids, play_share)
         if writer is not None:
             writer.write_all(episodes)
         return CollectResult(
-            episodes=episodes,
-            seconds=time.perf_counter() - start,
-            generated_tokens=sum(tokens for _, tokens in shares),
+            episodes=episodes, seconds=time.perf_counter() - start, generated_tokens=tokens
         )
 
     # -- evaluation ----------------------------------------------------------------
@@ -434,11 +392,10 @@ class Trainer:
         records = read_metrics(self.metrics_path)
         if not records:
             return None
-        name = getattr(self.algorithm, "name", type(self.algorithm).__name__)
         return plot_learning_curve(
             records,
             self.curve_path,
-            title=f"{name} on {self.env_id}",
+            title=f"{self.algorithm.name} on {self.env_id}",
             references=self.references,
         )
 
@@ -452,18 +409,18 @@ class Trainer:
         start = time.perf_counter()
         processes = None
         if self.distributed.enabled:
-            processes = self.distributed.gather(self._random_state())
+            processes = self.distributed.gather(random_state(self._policy_generator()))
         if not self.distributed.is_main:
             return None
         assert writer is not None and metrics_log is not None
         state = {
             "format": CHECKPOINT_FORMAT,
-            "algorithm_name": getattr(self.algorithm, "name", type(self.algorithm).__name__),
+            "algorithm_name": self.algorithm.name,
             "algorithm": self.algorithm.state_dict(),
             "counters": self.counters.as_dict(),
             "rng": capture_rng_state(),
             "files": {
-                "episodes_bytes": _synced_size(writer),
+                "episodes_bytes": synced_size(writer),
                 "metrics_bytes": metrics_log.sync(),
             },
         }
@@ -475,24 +432,10 @@ class Trainer:
             step=self.counters.iteration,
             keep=self.config.keep_checkpoints,
         )
-        self._export_policy()
+        if self.algorithm.policy is not None:
+            self.files.export_policy(self.algorithm.policy)
         logger.info("checkpoint %s in %.2fs", folder, time.perf_counter() - start)
         return folder
-
-    def _export_policy(self) -> None:
-        policy = getattr(self.algorithm, "policy", None)
-        if policy is None or not hasattr(policy, "save"):
-            return
-        final = self.run_dir / POLICY_DIR
-        staging = self.run_dir / f".{POLICY_DIR}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        policy.save(staging)
-        old = self.run_dir / f".{POLICY_DIR}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            final.rename(old)
-        staging.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
 
     def _start(self, resume: bool) -> int | None:
         """Prepare the run directory; restore the newest checkpoint when resuming.
@@ -503,61 +446,33 @@ class Trainer:
         random numbers.
         """
         distributed = self.distributed
-        checkpoint: Checkpoint | None = None
-        if distributed.is_main:
-            try:
-                checkpoint = self._open_run_dir(resume)
-            except BaseException as error:
-                distributed.broadcast(error)
-                raise
-            distributed.broadcast(None if checkpoint is None else checkpoint.path)
-        else:
-            told = distributed.broadcast(None)
-            if isinstance(told, BaseException):
-                raise told
-            checkpoint = None if told is None else load_checkpoint(told)
+        opened: list[Checkpoint | None] = []
+
+        def open_run_dir() -> Path | None:
+            opened.append(
+                self.files.open(
+                    resume,
+                    self.algorithm.name,
+                    run_info(self.algorithm, self.env_id, self.config, self.run_info),
+                )
+            )
+            return None if opened[0] is None else opened[0].path
+
+        path = main_decides(distributed, open_run_dir)
+        checkpoint = opened[0] if opened else None if path is None else load_checkpoint(path)
         if checkpoint is not None:
             self._restore(checkpoint)
         if distributed.enabled:
-            for module in _modules(self.algorithm):
+            for module in self.algorithm.modules():
                 distributed.broadcast_module(module)
-            self._separate_randomness(None if checkpoint is None else checkpoint.state)
+            separate_randomness(
+                distributed,
+                self._policy_generator(),
+                None if checkpoint is None else checkpoint.state.get("processes"),
+                seed=self.config.seed,
+                iteration=self.counters.iteration,
+            )
         return None if checkpoint is None else checkpoint.step
-
-    def _open_run_dir(self, resume: bool) -> Checkpoint | None:
-        """Create or check the run directory; the checkpoint to resume from, if any."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint = load_latest(self.checkpoint_dir) if self.checkpoint_dir.exists() else None
-        if checkpoint is not None and not resume:
-            raise FileExistsError(
-                f"{self.run_dir} already holds checkpoints (the newest is step "
-                f"{checkpoint.step}); resume it (--resume / resume=True) or choose another "
-                "run directory"
-            )
-        if checkpoint is None:
-            if resume:
-                logger.info("nothing to resume in %s; starting afresh", self.run_dir)
-            for path in (self.episodes_path, self.metrics_path):
-                if path.exists() and path.stat().st_size:
-                    raise FileExistsError(
-                        f"{path} already exists but {self.run_dir} has no checkpoint to resume; "
-                        "choose another run directory or delete the old run"
-                    )
-            self._write_run_file()
-            return None
-        state = checkpoint.state
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(
-                f"checkpoint {checkpoint.path} has format {state.get('format')!r}; this release "
-                f"reads format {CHECKPOINT_FORMAT}"
-            )
-        name = getattr(self.algorithm, "name", None)
-        if state.get("algorithm_name") != name:
-            raise ValueError(
-                f"checkpoint {checkpoint.path} was written by {state.get('algorithm_name')!r}, "
-                f"not {name!r}; resume it with the algorithm that wrote it"
-            )
-        return checkpoint
 
     def _restore(self, checkpoint: Checkpoint) -> None:
         """Load the algorithm, counters and RNGs; process 0 cuts the logs back to the checkpoint."""
@@ -566,9 +481,7 @@ class Trainer:
         self.counters = Counters(**state["counters"])
         restore_rng_state(state["rng"])
         if self.distributed.is_main:
-            files = state["files"]
-            _cut_back(self.episodes_path, int(files["episodes_bytes"]))
-            _cut_back(self.metrics_path, int(files["metrics_bytes"]))
+            self.files.cut_back(state["files"])
         logger.info(
             "resumed %s from %s (iteration %d, %d episodes)",
             self.run_dir,
@@ -577,205 +490,10 @@ class Trainer:
             self.counters.episodes,
         )
 
-    # -- randomness of several processes --------------------------------------------
     def _policy_generator(self) -> torch.Generator | None:
-        generator = getattr(getattr(self.algorithm, "policy", None), "generator", None)
-        return generator if isinstance(generator, torch.Generator) else None
-
-    def _random_state(self) -> dict[str, Any]:
-        """This process's global RNGs and its policy's sampling generator."""
-        generator = self._policy_generator()
-        return {
-            "rng": capture_rng_state(),
-            "policy_generator": None if generator is None else generator.get_state(),
-        }
-
-    def _separate_randomness(self, checkpoint_state: dict[str, Any] | None) -> None:
-        """Give every process its own random draws, or restore each one's from the checkpoint.
-
-        With equal generators the processes would sample the same utterance for
-        the same observation (every episode's first turn), and their rollouts
-        would repeat each other. Process 0 keeps the one-process draws; the
-        others are seeded from (seed, rank, iteration). A checkpoint written by
-        as many processes restores each one's own state, so a resumed run draws
-        what an uninterrupted one would.
-        """
-        distributed = self.distributed
-        generator = self._policy_generator()
-        saved = None if checkpoint_state is None else checkpoint_state.get("processes")
-        if saved is not None and len(saved) == distributed.world_size:
-            own = saved[distributed.rank]
-            restore_rng_state(own["rng"])
-            if generator is not None and own["policy_generator"] is not None:
-                generator.set_state(own["policy_generator"])
-            return
-        if saved is not None and distributed.is_main:
-            logger.warning(
-                "the checkpoint was written by %d processes and this run has %d: processes other "
-                "than 0 start new random streams",
-                len(saved),
-                distributed.world_size,
-            )
-        if distributed.is_main:
-            return
-        entropy = [self.config.seed, distributed.rank, self.counters.iteration]
-        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        if generator is not None:
-            generator.manual_seed(seed)
-
-    def _write_run_file(self) -> None:
-        info = {
-            "algorithm": getattr(self.algorithm, "name", type(self.algorithm).__name__),
-            "env_id": self.env_id,
-            "trainer": self.config.model_dump(mode="json"),
-            "created_at": datetime.now(timezone.utc).isoformat(),
-            **self.run_info,
-        }
-        algorithm_config = getattr(self.algorithm, "config", None)
-        if isinstance(algorithm_config, BaseModel) and "algorithm_config" not in info:
-            info["algorithm_config"] = algorithm_config.model_dump(mode="json")
-        write_text_atomic(self.run_dir / RUN_FILE, json.dumps(info, indent=2, default=str))
-
-
-def rollout_metrics(episodes: list[Episode]) -> dict[str, float]:
-    """``rollout/...`` figures of a batch of training episodes (no intervals: they are cheap)."""
-    if not episodes:
-        return {}
-    turns = [t for e in episodes for t in e.transitions]
-    invalid = sum(bool(t.info.get("invalid_action")) for t in turns) / max(len(turns), 1)
-    returns = [
-        e.total_reward if e.total_reward is not None else sum(t.reward for t in e.transitions)
-        for e in episodes
-    ]
-    return {
-        "rollout/return_mean": float(sum(returns) / len(returns)),
-        "rollout/success": float(sum(bool(e.success) for e in episodes) / len(episodes)),
-        "rollout/turns_mean": len(turns) / len(episodes),
-        "rollout/invalid_action_rate": invalid,
-        "rollout/valid_rate": 1.0 - invalid,
-        "rollout/episodes": float(len(episodes)),
-    }
-
-
-def _modules(algorithm: object) -> list[nn.Module]:
-    """The torch modules an algorithm holds as attributes, and the models of its policies."""
-    found: dict[int, nn.Module] = {}
-    for value in getattr(algorithm, "__dict__", {}).values():
-        module = value if isinstance(value, nn.Module) else getattr(value, "model", None)
-        if isinstance(module, nn.Module):
-            found.setdefault(id(module), module)
-    return list(found.values())
-
-
-def _check_devices(modules: Sequence[nn.Module], distributed: Distributed) -> None:
-    """Each process trains on its own GPU; models left on another one would collide there."""
-    elsewhere = {
-        p.device
-        for m in modules
-        for p in m.parameters()
-        if p.device.type == distributed.device.type and p.device != distributed.device
-    }
-    if elsewhere:
-        raise ValueError(
-            f"process {distributed.rank} should hold its models on {distributed.device} but some "
-            f"are on {sorted(map(str, elsewhere))}; load the policy and critic on "
-            "Distributed.from_environment().device before building the Trainer"
-        )
-
-
-def _synced_size(writer: EpisodeWriter) -> int:
-    """The episode log's durable size (every write is already fsynced)."""
-    return writer.path.stat().st_size if writer.path.exists() else 0
-
-
-def _cut_back(path: Path, size: int) -> None:
-    """Move what ``path`` holds past ``size`` bytes to ``<stem>.abandoned<suffix>``; truncate."""
-    if not path.exists():
-        if size:
-            raise ValueError(
-                f"{path} is missing but the checkpoint records {size} bytes of it; restore the "
-                "file or start a new run"
-            )
-        return
-    actual = path.stat().st_size
-    if actual < size:
-        raise ValueError(
-            f"{path} holds {actual} bytes but the checkpoint records {size}: the file lost data "
-            "written before the checkpoint; restore it or start a new run"
-        )
-    if actual == size:
-        return
-    with path.open("rb+") as handle:
-        handle.seek(size)
-        tail = handle.read()
-        abandoned = path.with_name(f"{path.stem}.abandoned{path.suffix}")
-        with abandoned.open("ab") as out:
-            out.write(tail if tail.endswith(b"\n") else tail + b"\n")
-            out.flush()
-            os.fsync(out.fileno())
-        handle.truncate(size)
-        handle.flush()
-        os.fsync(handle.fileno())
-    logger.warning(
-        "%s: moved %d bytes written after the checkpoint to %s", path, len(tail), abandoned.name
-    )
-
-
-# -------------------------------------------------------------- loading back ---
-
-
-def load_run_policy(path: str | Path, **policy_kwargs: Any) -> Any:
-    """The policy of a run directory's newest checkpoint, or of one ``step-*`` folder.
-
-    Reads the base model (and LoRA settings) from the run's ``run.json`` and the
-    trained weights from the checkpoint's ``algorithm.policy`` state (the
-    convention every algorithm that trains a policy follows). Keyword arguments
-    go to `LocalPolicy.from_pretrained` (``device``, ``dtype``, ``seed``).
-    """
-    from archer_agents.policies.local_policy import LocalPolicy, LoraSettings
-    from archer_agents.training.updates import load_policy_state
-
-    path = Path(path)
-    if (path / CHECKPOINT_DIR).is_dir():
-        run_dir = path
-        checkpoint = load_latest(path / CHECKPOINT_DIR)
-        if checkpoint is None:
-            raise FileNotFoundError(f"{path} is a run directory without a checkpoint yet")
-    else:
-        run_dir = path.parent.parent
-        checkpoint = load_checkpoint(path)
-    run_file = run_dir / RUN_FILE
-    if not run_file.is_file():
-        raise FileNotFoundError(
-            f"{run_file} is missing, so the base model of {path} is unknown; pass the run "
-            "directory written by `archer train`"
-        )
-    info = json.loads(run_file.read_text())
-    model = info.get("model")
-    if not model:
-        raise ValueError(f"{run_file} does not name the base model ('model'); cannot load {path}")
-    lora = info.get("lora")
-    policy = LocalPolicy.from_pretrained(
-        model, lora=LoraSettings(**lora) if lora else None, **policy_kwargs
-    )
-    state = checkpoint.state.get("algorithm", {})
-    if "policy" in state:
-        load_policy_state(policy, state["policy"])
-    else:
-        logger.info("%s holds no policy weights (the algorithm does not train one)", path)
-    policy.version = f"{checkpoint.path.name}"
-    return policy
-
-
-def is_run_path(path: str | Path) -> bool:
-    """A run directory (with checkpoints) or one of its ``step-*`` checkpoint folders."""
-    path = Path(path)
-    return (path / CHECKPOINT_DIR).is_dir() or (
-        path.name.startswith("step-") and path.parent.name == CHECKPOINT_DIR
-    )
+        """The policy's sampling generator, part of each process's random state."""
+        policy = self.algorithm.policy
+        return None if policy is None else policy.generator
 
 
 __all__ = [
@@ -783,7 +501,4 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "TrainerConfig",
-    "is_run_path",
-    "load_run_policy",
-    "rollout_metrics",
 ]

@@ -86,7 +86,7 @@ def _env_factory(env_id: str) -> Callable[[], Any]:
 
 def _load_policy(path: str) -> Any:
     from archer_agents.policies.local_policy import LocalPolicy
-    from archer_agents.training.trainer import is_run_path, load_run_policy
+    from archer_agents.training.run_dir import is_run_path, load_run_policy
 
     if is_run_path(path):  # a training run (its newest checkpoint) or one checkpoint folder
         return load_run_policy(path)

@@ -223,7 +223,7 @@ def quickstart(
     from archer_agents.training.corpus import environment_corpus
     from archer_agents.training.rollout import ScriptedActor
     from archer_agents.training.spawn import ProcessFailed, run_processes
-    from archer_agents.training.trainer import CURVE_FILE, METRICS_FILE, POLICY_DIR
+    from archer_agents.training.run_dir import CURVE_FILE, METRICS_FILE, POLICY_DIR
 
     if teacher not in ("expert", "weak"):
         raise UserError(f"--teacher must be weak or expert, not {teacher!r}")

@@ -285,7 +285,8 @@ def train(
     import torch
 
     from archer_agents.policies.local_policy import LocalPolicy, LoraSettings
-    from archer_agents.training.trainer import RUN_FILE, Trainer
+    from archer_agents.training.run_dir import RUN_FILE
+    from archer_agents.training.trainer import Trainer
 
     if threads is not None:
         torch.set_num_threads(threads)

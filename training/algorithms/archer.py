@@ -73,6 +73,7 @@ from archer_agents.policies.eval_mode import eval_mode
 from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.policies.protocol import Generation, SamplingParams
 from archer_agents.training.advantages import gae, normalize
+from archer_agents.training.algorithm import unique_modules
 from archer_agents.training.cached_rollout import CachedPolicyActor
 from archer_agents.training.critic_config import CriticSettings, critic_and_target, critic_optimizer
 from archer_agents.training.distributed import process_group, shard
@@ -202,6 +203,7 @@ class Archer:
     """Online ArCHer as an `Algorithm` (`training.algorithm`): critic steps, then actor steps."""
 
     name = "archer"
+    online = True
 
     def __init__(
         self,
@@ -262,6 +264,16 @@ class Archer:
         self._episode_transitions = 0
 
     # -- the Algorithm protocol ------------------------------------------------------
+    def modules(self) -> list[nn.Module]:
+        """The policy's model, the critic and its target, the KL reference's model, the baseline."""
+        return unique_modules(
+            self.policy.model,
+            self.critic,
+            self.target,
+            None if self.reference is None else self.reference.model,
+            self.baseline,
+        )
+
     def actor(self) -> Actor:
         """Rollouts sample from the current policy, reusing each episode's prompt cache."""
         return CachedPolicyActor(self.policy, self.sampling)

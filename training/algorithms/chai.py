@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from pydantic import Field
+from torch import nn
 
 from archer_agents.critic.model import DoubleCritic, polyak_update
 from archer_agents.critic.ranking import candidate_values, rank_candidates
@@ -37,6 +38,7 @@ from archer_agents.data.schema import Episode
 from archer_agents.environments.base import TextEnv
 from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.policies.protocol import Generation, Policy, SamplingParams
+from archer_agents.training.algorithm import unique_modules
 from archer_agents.training.critic_config import CriticSettings, critic_and_target, critic_optimizer
 from archer_agents.training.losses import critic_loss
 from archer_agents.training.replay_buffer import ReplayBuffer
@@ -92,6 +94,7 @@ class Chai:
     """CHAI as an `Algorithm`: ArCHer's critic, critic-ranked sampling, no actor update."""
 
     name = "chai"
+    online = True
 
     def __init__(
         self,
@@ -111,6 +114,10 @@ class Chai:
             max_new_tokens=config.max_new_tokens, temperature=config.temperature
         )
         self.critic_updates = 0
+
+    def modules(self) -> list[nn.Module]:
+        """The policy's model, the critic and its target."""
+        return unique_modules(self.policy.model, self.critic, self.target)
 
     def actor(self) -> Actor:
         return ChaiActor(self.policy, self.target, self.config.num_candidates, self.sampling)

@@ -36,10 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import nn
 
 from archer_agents.data.schema import Episode
 from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.policies.protocol import SamplingParams
+from archer_agents.training.algorithm import unique_modules
 from archer_agents.training.algorithms.bc import nll_loss, transition_token_ids
 from archer_agents.training.distributed import process_group, shard
 from archer_agents.training.rollout import Actor, PolicyActor
@@ -111,6 +113,7 @@ class FilteredBC:
     """Online filtered BC as an `Algorithm`: collect, filter by return, clone."""
 
     name = "filtered_bc"
+    online = True
 
     def __init__(self, config: FilteredBCConfig, policy: LocalPolicy) -> None:
         self.config = config
@@ -130,6 +133,10 @@ class FilteredBC:
         """The return of every episode observed since the start."""
         self.steps = 0
         self._rng = np.random.default_rng(config.seed)
+
+    def modules(self) -> list[nn.Module]:
+        """The policy's model."""
+        return unique_modules(self.policy.model)
 
     def actor(self) -> Actor:
         return PolicyActor(self.policy, self.sampling)

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 from pydantic import Field, model_validator
+from torch import nn
 
 from archer_agents.critic.model import DoubleCritic, polyak_update
 from archer_agents.data.episode_log import ReadReport, read_episodes
@@ -47,6 +48,7 @@ from archer_agents.data.schema import Episode, Transition
 from archer_agents.langchain.recorder import latest_revisions
 from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.policies.protocol import SamplingParams
+from archer_agents.training.algorithm import unique_modules
 from archer_agents.training.algorithms.bc import transition_token_ids
 from archer_agents.training.critic_config import CriticSettings, critic_and_target, critic_optimizer
 from archer_agents.training.losses import advantage, awr_actor_loss, iql_critic_loss
@@ -207,6 +209,10 @@ class OfflineArcher:
             len(config.data),
         )
         return buffer
+
+    def modules(self) -> list[nn.Module]:
+        """The policy's model, the critic and its target."""
+        return unique_modules(self.policy.model, self.critic, self.target)
 
     def actor(self) -> Actor:
         """Samples from the policy; for evaluation only (offline training collects nothing)."""

@@ -25,9 +25,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
 
 from archer_agents.data.schema import Episode
 from archer_agents.policies.local_policy import LocalPolicy
+from archer_agents.training.algorithm import unique_modules
 from archer_agents.training.algorithms.archer import Archer, ArcherConfig
 from archer_agents.training.algorithms.offline_archer import OfflineArcher, OfflineArcherConfig
 from archer_agents.training.rollout import Actor
@@ -104,6 +106,12 @@ class OfflineThenOnline:
             "offline phase done after %d updates; online ArCHer takes over", self.offline_updates
         )
         return self.archer
+
+    def modules(self) -> list[nn.Module]:
+        """The offline phase's modules, and once online ArCHer's (the same policy and critics)."""
+        return unique_modules(
+            *self.offline.modules(), *(self.archer.modules() if self.archer is not None else [])
+        )
 
     def actor(self) -> Actor:
         return self.archer.actor() if self.archer is not None else self.offline.actor()

@@ -57,6 +57,7 @@ from archer_agents.data.schema import Episode
 from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.policies.protocol import SamplingParams
 from archer_agents.training.advantages import gae, normalize
+from archer_agents.training.algorithm import unique_modules
 from archer_agents.training.distributed import process_group, shard
 from archer_agents.training.losses import Metrics, ppo_policy_loss, value_loss
 from archer_agents.training.rollout import Actor, PolicyActor
@@ -153,6 +154,7 @@ class PPO:
     """Token-level PPO as an `Algorithm`: on-policy batch, GAE, clipped epochs."""
 
     name = "ppo"
+    online = True
 
     def __init__(
         self, config: PPOConfig, policy: LocalPolicy, *, value: UtteranceValue | None = None
@@ -178,6 +180,10 @@ class PPO:
         """Episodes observed since the last update: the next on-policy batch."""
         self.updates = 0
         self._rng = np.random.default_rng(config.seed)
+
+    def modules(self) -> list[nn.Module]:
+        """The policy's model and the value model."""
+        return unique_modules(self.policy.model, self.value)
 
     def actor(self) -> Actor:
         return PolicyActor(self.policy, self.sampling)

@@ -30,11 +30,13 @@ from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
 
 from archer_agents.data.schema import Episode
 from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.policies.protocol import SamplingParams
 from archer_agents.training.advantages import normalize
+from archer_agents.training.algorithm import unique_modules
 from archer_agents.training.algorithms.bc import transition_token_ids
 from archer_agents.training.algorithms.filtered_bc import episode_return
 from archer_agents.training.distributed import shard
@@ -73,6 +75,7 @@ class Reinforce:
     """Trajectory-level REINFORCE as an `Algorithm`: one step per on-policy batch."""
 
     name = "reinforce"
+    online = True
 
     def __init__(self, config: ReinforceConfig, policy: LocalPolicy) -> None:
         self.config = config
@@ -88,6 +91,10 @@ class Reinforce:
         self.pending: list[Episode] = []
         """Episodes observed since the last update: the next on-policy batch."""
         self.updates = 0
+
+    def modules(self) -> list[nn.Module]:
+        """The policy's model."""
+        return unique_modules(self.policy.model)
 
     def actor(self) -> Actor:
         return PolicyActor(self.policy, self.sampling)
