@@ -42,6 +42,9 @@ _EXPORTS: dict[str, str] = {
     "EpisodeRecorder": "archer_agents.langchain.recorder",
     "load_agent": "archer_agents.langchain.agent",
     "ToolCallingEnv": "archer_agents.environments.tool_env",
+    "ToolTask": "archer_agents.environments.tool_env",
+    "register_tool_env": "archer_agents.environments.from_tools",
+    "make_tool_env": "archer_agents.environments.from_tools",
     "Archer": "archer_agents.training.algorithms.archer",
     "ArcherConfig": "archer_agents.training.algorithms.archer",
     "Trainer": "archer_agents.training.trainer",
@@ -61,12 +64,15 @@ __all__ = [
     "Policy",
     "SamplingParams",
     "ToolCallingEnv",
+    "ToolTask",
     "Trainer",
     "TrainerConfig",
     "Transition",
     "iter_episodes",
     "load_agent",
+    "make_tool_env",
     "read_episodes",
+    "register_tool_env",
 ]
 
 
@@ -86,7 +92,8 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from archer_agents.data.episode_log import EpisodeWriter, iter_episodes, read_episodes
     from archer_agents.data.schema import SCHEMA_VERSION, Episode, Transition
-    from archer_agents.environments.tool_env import ToolCallingEnv
+    from archer_agents.environments.from_tools import make_tool_env, register_tool_env
+    from archer_agents.environments.tool_env import ToolCallingEnv, ToolTask
     from archer_agents.langchain.agent import load_agent
     from archer_agents.langchain.chat_model import ArcherChatModel
     from archer_agents.langchain.recorder import EpisodeRecorder

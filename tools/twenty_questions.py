@@ -25,11 +25,45 @@ as in the paper's Twenty Questions, whose agents are evaluated on the objects
 they trained on. The full game holds 50 objects out instead, which also asks a
 policy to name objects it has only seen guessed wrongly; RL on the training
 objects alone teaches it to name those.
+
+Your own knowledge base is a JSON file of the same format as the shipped one,
+read by `load_knowledge_base` (``gym.make("archer/TwentyQuestions-v0",
+kb="my_kb.json")``, ``--env-arg kb=my_kb.json`` on the command line)::
+
+    {
+      "description": "Kitchen things.",
+      "shared_splits": false,
+      "properties": [
+        {"name": "metal", "question": "Is it made of metal?",
+         "description": "Mostly metal.", "paraphrases": ["is it metallic"]}
+      ],
+      "objects": [
+        {"name": "spoon", "category": "utensil", "split": "train",
+         "aliases": ["teaspoon"], "yes": ["metal"], "no": []},
+        {"name": "cup", "category": "tableware", "split": "test",
+         "article": "a", "yes": [], "no": ["metal"]}
+      ]
+    }
+
+- ``properties``: unique ``name``; ``question`` is the canonical phrasing the
+  scripted agents ask; ``paraphrases`` are other phrasings the oracle
+  understands (normalised: case, punctuation and articles do not matter);
+- ``objects``: unique ``name`` (and ``aliases``, which guesses may use too);
+  ``split`` is ``train`` or ``test``; every property is listed under exactly
+  one of ``yes`` and ``no``; ``article`` (optional) is the article of the
+  canonical guess (``""`` for none; default ``a``/``an``);
+- ``shared_splits`` (optional): every object is a task of both splits.
+
+A knowledge base that breaks these rules is refused with what to fix; two
+objects with the same answer to every property question (only a guess tells
+them apart) are accepted with a logged warning.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -51,6 +85,8 @@ from archer_agents.tools.question_oracle import (
     question_key,
     split_names,
 )
+
+logger = logging.getLogger(__name__)
 
 DATA_PATH = Path(__file__).parent / "data" / "twenty_questions.json"
 MINI_PATH = DATA_PATH.with_name("twenty_questions_mini.json")
@@ -115,6 +151,13 @@ class KnowledgeBase(BaseModel):
                     f"missing {missing}, unknown {unknown}"
                 )
         return self
+
+    def indistinguishable(self) -> list[list[str]]:
+        """Groups of objects with the same answer to every property question."""
+        groups: dict[frozenset[str], list[str]] = {}
+        for obj in self.objects:
+            groups.setdefault(frozenset(obj.yes), []).append(obj.name)
+        return [names for names in groups.values() if len(names) > 1]
 
     def subset(
         self,
@@ -193,6 +236,13 @@ class TwentyQuestionsOracle:
 
     def __init__(self, knowledge_base: KnowledgeBase) -> None:
         self.knowledge_base = knowledge_base
+        for names in knowledge_base.indistinguishable():
+            logger.warning(
+                "knowledge base %r: objects %s have the same answer to every property question, "
+                "so only a guess tells them apart; add a property that separates them",
+                knowledge_base.description[:60],
+                ", ".join(names),
+            )
         self._facts = {obj.name: frozenset(obj.yes) for obj in knowledge_base.objects}
         self._splits = {
             split: tuple(
@@ -237,6 +287,22 @@ class TwentyQuestionsOracle:
     def default(cls) -> TwentyQuestionsOracle:
         """The oracle over the shipped knowledge base (built once per process)."""
         return _default_oracle()
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TwentyQuestionsOracle:
+        """The oracle over a knowledge-base file (see the module docstring for its format).
+
+        Built once per file and version in a process, so every environment of a
+        run shares it.
+        """
+        source = Path(path).expanduser()
+        if not source.is_file():
+            raise FileNotFoundError(
+                f"no knowledge base at {source}; pass a JSON file in the format of "
+                "archer_agents.tools.twenty_questions (its module docstring)"
+            )
+        resolved = source.resolve()
+        return _file_oracle(str(resolved), os.stat(resolved).st_mtime_ns)
 
     @classmethod
     def mini(cls) -> TwentyQuestionsOracle:
@@ -327,6 +393,18 @@ def _article(obj: ObjectSpec) -> str:
 @cache
 def _default_oracle() -> TwentyQuestionsOracle:
     return TwentyQuestionsOracle(load_knowledge_base())
+
+
+@lru_cache(maxsize=8)
+def _file_oracle(path: str, mtime_ns: int) -> TwentyQuestionsOracle:
+    try:
+        knowledge_base = load_knowledge_base(path)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    except ValueError as exc:  # pydantic's ValidationError: the first problem, on one line
+        first = str(exc).splitlines()
+        raise ValueError(f"{path} is not a valid knowledge base: {' '.join(first[:3])}") from None
+    return TwentyQuestionsOracle(knowledge_base)
 
 
 @cache

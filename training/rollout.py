@@ -14,6 +14,8 @@ Actors:
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import logging
 import time
@@ -108,13 +110,39 @@ EnvFactory = Callable[[], gym.Env[str, str]]
 
 
 def make_env_factory(env_id: str, **env_kwargs: Any) -> EnvFactory:
-    """A factory for a registered id; unknown ids raise with the list of known ones."""
+    """A factory for a registered id, or ``module:id`` (the module is imported first).
+
+    The ``module:id`` form is Gymnasium's: importing ``module`` registers ``id``
+    (`archer_agents.environments.register_tool_env` in a module of your own), so
+    an environment of yours works wherever an archer id does. An unknown id
+    raises with the registered ids; a module that fails to import raises with
+    one line naming it. ``env_kwargs`` go to the environment's constructor.
+    """
     import archer_agents.environments  # noqa: F401  (registers the archer ids)
 
-    if env_id not in gym.registry:
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # any failure of the user's module is reported the same way
+            reason = str(exc).splitlines()[0] if str(exc) else ""
+            raise ValueError(
+                f"cannot import module {module!r} named in {env_id!r}: {type(exc).__name__}"
+                f"{': ' + reason if reason else ''}; make it importable (pip install it, or "
+                "put its folder on PYTHONPATH)"
+            ) from exc
+    if name not in gym.registry:
         known = ", ".join(sorted(i for i in gym.registry if i.startswith("archer/")))
-        raise ValueError(f"unknown environment {env_id!r}; registered archer ids: {known}")
-    return lambda: gym.make(env_id, **env_kwargs)
+        where = (
+            f"importing {module!r} did not register {name!r}"
+            if module
+            else f"unknown environment {env_id!r}"
+        )
+        raise ValueError(
+            f"{where}; registered archer ids: {known}; an environment of your own is "
+            "'your_module:your/Env-v0' (the module registers it on import)"
+        )
+    return functools.partial(gym.make, name, **env_kwargs)
 
 
 def split_task_ids(env_factory: EnvFactory, split: str) -> list[str]:

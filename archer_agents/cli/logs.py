@@ -14,10 +14,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from archer_agents.cli.app import UserError, _run, app, console
+from archer_agents.cli.common import UserError, console, run_command
 
 
-@app.command("import-langsmith")
 def import_langsmith_command(
     export: Annotated[Path, typer.Argument(help="LangSmith run export (JSONL, a run a line).")],
     out: Annotated[Path, typer.Option(help="Episode log to write (JSONL).")],
@@ -66,6 +65,11 @@ def import_langsmith_command(
         console.print(table)
         return 1 if report.bad_lines else 0
 
-    code = _run(run)
+    code = run_command(run)
     if code:
         raise typer.Exit(code=code)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``archer import-langsmith`` to ``app``."""
+    app.command("import-langsmith")(import_langsmith_command)

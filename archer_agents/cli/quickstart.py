@@ -46,7 +46,7 @@ benchmarks/README.md, "The main job"):
   second process nearly doubles the work done per second in rollouts and actor
   steps: 215 iterations in 7 minutes against 142 in one process
   (``--processes 1``).
-- ArCHer (`ARCHER_PRESET`) at CPU scale, not the paper's settings (see
+- ArCHer (the ``cpu-small`` preset, `training.presets`) at CPU scale, not the paper's settings (see
   `ArcherConfig` for those): iterations of 128 episodes; three critic steps of
   64 turns per iteration on whole episodes (their fresh a_pi share their
   histories); a hashed-feature critic that sees each turn's question and
@@ -79,49 +79,19 @@ from typing import Annotated, Any
 
 import typer
 
-from archer_agents.cli.app import (
+from archer_agents.cli.common import (
     UserError,
-    _collect_with_progress,
-    _progress,
-    _run,
-    app,
+    collect_with_progress,
     console,
     merge_scope,
+    progress_bar,
+    run_command,
     summary_table,
 )
+from archer_agents.training.presets import CPU_SMALL
 
-ARCHER_PRESET: dict[str, dict[str, Any]] = {
-    "trainer": {
-        "iterations": 1000,
-        "episodes_per_iteration": 128,
-        "num_envs": 128,
-        "eval_every": 10,
-        "eval_episodes": 100,
-        "checkpoint_every": 10,
-        "keep_checkpoints": 2,
-    },
-    "algorithm": {
-        "encoder": "hashing-lines",
-        "critic_lr": 3e-3,
-        "critic_steps": 3,
-        "critic_batch_size": 64,
-        "critic_batches": "episodes",
-        "polyak_tau": 0.3,
-        "actor_lr": 3e-4,
-        "actor_steps": 1,
-        "actor_batch_size": 1024,
-        "actor_states": "latest",
-        "advantage_estimator": "gae",
-        "gae_lambda": 0.9,
-        "normalize_advantages": True,
-        "advantage_clip": 3.0,
-        "min_visits": 10,
-        "invalid_action_penalty": 1.0,
-        "warmup_iterations": 3,
-        "max_new_tokens": 12,
-    },
-}
-"""Defaults of the quickstart's ArCHer run; ``--set key=value`` overrides any of them."""
+ARCHER_PRESET: dict[str, dict[str, Any]] = CPU_SMALL.defaults()
+"""The ``cpu-small`` preset (`training.presets`): the ArCHer phase's settings, one place."""
 
 TRAINER_FILES = (
     "episodes.jsonl",
@@ -136,7 +106,6 @@ TRAINER_FILES = (
 )
 
 
-@app.command("quickstart")
 def quickstart_command(
     out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/quickstart"),
     env_id: Annotated[str, typer.Option(help="Environment.")] = "archer/TwentyQuestionsMini-v0",
@@ -188,7 +157,7 @@ def quickstart_command(
             seed=seed,
         )
 
-    _run(run)
+    run_command(run)
 
 
 def quickstart(
@@ -222,8 +191,8 @@ def quickstart(
     from archer_agents.training.cached_rollout import CachedPolicyActor
     from archer_agents.training.corpus import environment_corpus
     from archer_agents.training.rollout import ScriptedActor
-    from archer_agents.training.spawn import ProcessFailed, run_processes
     from archer_agents.training.run_dir import CURVE_FILE, METRICS_FILE, POLICY_DIR
+    from archer_agents.training.spawn import ProcessFailed, run_processes
 
     if teacher not in ("expert", "weak"):
         raise UserError(f"--teacher must be weak or expert, not {teacher!r}")
@@ -232,10 +201,8 @@ def quickstart(
     if processes < 1:
         raise UserError(f"--processes must be at least 1, got {processes}")
     run_overrides = [*list(overrides or []), f"trainer.seed={seed}", f"algorithm.seed={seed}"]
-    defaults = {
-        "trainer": {**ARCHER_PRESET["trainer"], "time_budget_s": archer_minutes * 60},
-        "algorithm": ARCHER_PRESET["algorithm"],
-    }
+    defaults = CPU_SMALL.defaults()  # the cpu-small preset, its time budget from the option
+    defaults["trainer"]["time_budget_s"] = archer_minutes * 60
     trainer_config, archer_config = load_run_config("archer", None, run_overrides, defaults)
     assert isinstance(archer_config, ArcherConfig)
     torch.set_num_threads(threads)
@@ -253,7 +220,7 @@ def quickstart(
     def evaluate(name: str, actor: Any) -> Any:
         from archer_agents.training.evaluation import summarize
 
-        episodes = _collect_with_progress(
+        episodes = collect_with_progress(
             env_id,
             actor,
             eval_episodes,
@@ -285,7 +252,7 @@ def quickstart(
     log_path = out / f"{teacher}_episodes.jsonl"
     log_path.unlink(missing_ok=True)
     with EpisodeWriter(log_path, fsync=False) as writer:
-        data = _collect_with_progress(
+        data = collect_with_progress(
             env_id,
             ScriptedActor(teacher, seed=seed),
             data_episodes,
@@ -300,7 +267,7 @@ def quickstart(
     bc_config = BCConfig(
         steps=bc_steps, batch_size=64, learning_rate=3e-3, warmup_steps=20, packed=True, seed=seed
     )
-    with _progress() as progress:
+    with progress_bar() as progress:
         task = progress.add_task("behaviour cloning", total=bc_steps, info="")
         behaviour_clone(
             policy,
@@ -443,3 +410,8 @@ def _run_figures(metrics_path: Path) -> tuple[int, int, float]:
         ]
     lowest = min(rates) if rates else float("nan")
     return int(last["iteration"]), int(last["episodes"]), lowest
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``archer quickstart`` to ``app``."""
+    app.command("quickstart")(quickstart_command)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 from rich.table import Table
 
-from archer_agents.cli.app import UserError, _run, app, console
+from archer_agents.cli.common import UserError, console, run_command
 
 if TYPE_CHECKING:
     from archer_agents.policies.adapters import AdapterRegistry, Promotion
@@ -26,7 +26,6 @@ T = TypeVar("T")
 deploy_app = typer.Typer(
     no_args_is_help=True, help="List, promote and roll back adapter versions on a server."
 )
-app.add_typer(deploy_app, name="deploy")
 
 ApiKey = Annotated[
     str | None,
@@ -46,7 +45,6 @@ def _lora_modules(items: list[str]) -> dict[str, str]:
     return modules
 
 
-@app.command("serve")
 def serve_command(
     model: Annotated[str, typer.Argument(help="Base model directory or hub id.")],
     backend: Annotated[str, typer.Option(help="local (transformers) or vllm.")] = "local",
@@ -126,7 +124,7 @@ def serve_command(
         else:
             raise UserError(f"--backend must be local or vllm, not {backend!r}")
 
-    _run(run)
+    run_command(run)
 
 
 RegistryOption = Annotated[Path, typer.Option(help="Adapter registry directory.")]
@@ -172,7 +170,7 @@ def deploy_list(
             )
         console.print(table)
 
-    _run(run)
+    run_command(run)
 
 
 @deploy_app.command("promote")
@@ -193,7 +191,7 @@ def deploy_promote(
             result = _on_server(lambda: deployment.promote(version))
         _report("promoted", result)
 
-    _run(run)
+    run_command(run)
 
 
 @deploy_app.command("rollback")
@@ -213,7 +211,7 @@ def deploy_rollback(
             result = _on_server(deployment.rollback)
         _report("rolled back to", result)
 
-    _run(run)
+    run_command(run)
 
 
 def _open_registry(path: Path) -> AdapterRegistry:
@@ -240,3 +238,9 @@ def _report(action: str, result: Promotion) -> None:
     console.print(f"{action} [bold]{result.version.version}[/] as {result.served_name}{loaded}")
     if result.unloaded:
         console.print(f"unloaded {', '.join(result.unloaded)}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``archer serve`` and the ``archer deploy`` group to ``app``."""
+    app.command("serve")(serve_command)
+    app.add_typer(deploy_app, name="deploy")

@@ -19,6 +19,16 @@ built the same way, ``Algorithm(config, policy)``, and trained by the same
 A bare key (``warmup_iterations``) goes to the one section that has it;
 ``trainer.seed=1`` names the section explicitly (see `training.config`).
 
+``--preset NAME`` starts from named settings (`training.presets`,
+``--list-presets``); ``--config`` and then ``--set`` apply on top of it. A run
+whose settings cannot move the actor (its warm-up outlasts it, no actor steps)
+says so when it starts.
+
+``--env`` takes a registered id or ``module:id`` (your module registers the
+environment: `archer_agents.environments.register_tool_env`). Offline training
+(``--offline``) plays no environment unless ``--env`` is given; then it
+evaluates on it.
+
 With ``--server URL`` the rollouts (and evaluations) are sampled by a running
 OpenAI-compatible server (``archer serve``, local or vLLM) instead of the local
 model: after each actor update the LoRA adapter is saved as the next version
@@ -29,101 +39,72 @@ deployed with ``load_agent(URL, tools, registry=DIR)`` follows along.
 
 from __future__ import annotations
 
-import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from archer_agents.cli.app import (
+from archer_agents.cli.common import (
+    EnvArgs,
     UserError,
-    _env_factory,
-    _looks_like_hub_id,
-    _progress,
-    _run,
-    app,
     console,
+    env_factory,
+    looks_like_hub_id,
+    parse_env_args,
+    progress_bar,
+    run_command,
 )
+from archer_agents.cli.run_config import (
+    ALGORITHMS,
+    OFFLINE_DATA_KEY,
+    algorithm_classes,
+    list_presets_callback,
+    load_run_config,
+    offline_options,
+    preset_defaults,
+    run_config_class,
+)
+
+DEFAULT_ENV = "archer/TwentyQuestions-v0"
+"""The environment of an online run without --env (offline runs without --env play none)."""
 
 REGISTRY_DIR = "adapters"
 """Where `archer train --server` keeps adapter versions inside the run, unless --registry says."""
 
-ALGORITHMS: dict[str, tuple[str, str, str]] = {
-    "archer": ("archer_agents.training.algorithms.archer", "Archer", "ArcherConfig"),
-    "chai": ("archer_agents.training.algorithms.chai", "Chai", "ChaiConfig"),
-    "filtered_bc": (
-        "archer_agents.training.algorithms.filtered_bc",
-        "FilteredBC",
-        "FilteredBCConfig",
-    ),
-    "reinforce": ("archer_agents.training.algorithms.reinforce", "Reinforce", "ReinforceConfig"),
-    "ppo": ("archer_agents.training.algorithms.ppo", "PPO", "PPOConfig"),
-    "offline_archer": (
-        "archer_agents.training.algorithms.offline_archer",
-        "OfflineArcher",
-        "OfflineArcherConfig",
-    ),
-    "offline_then_online": (
-        "archer_agents.training.algorithms.offline_then_online",
-        "OfflineThenOnline",
-        "OfflineThenOnlineConfig",
-    ),
-}
-"""name -> (module, algorithm class, config class); built as ``cls(config, policy)``."""
 
-
-def algorithm_classes(name: str) -> tuple[type[Any], type[BaseModel]]:
-    """The algorithm class and config class registered under ``name``."""
-    try:
-        module_name, algorithm_name, config_name = ALGORITHMS[name]
-    except KeyError:
-        raise UserError(
-            f"unknown algorithm {name!r}; choose one of {', '.join(sorted(ALGORITHMS))}"
-        ) from None
-    module = importlib.import_module(module_name)
-    return getattr(module, algorithm_name), getattr(module, config_name)
-
-
-def run_config_class(algorithm_config: type[BaseModel]) -> type[BaseModel]:
-    """A config with a ``trainer`` section and an ``algorithm`` section of the given class."""
-    from archer_agents.training.trainer import TrainerConfig
-
-    return create_model(
-        "RunConfig",
-        __config__=ConfigDict(extra="forbid"),
-        trainer=(TrainerConfig, Field(default_factory=TrainerConfig)),
-        algorithm=(algorithm_config, ...),
-    )
-
-
-def load_run_config(
-    algo: str,
-    config_file: Path | None,
-    overrides: list[str],
-    defaults: dict[str, Any] | None = None,
-) -> tuple[Any, BaseModel]:
-    """(TrainerConfig, algorithm config) from defaults, a file and ``key=value`` overrides."""
-    from archer_agents.training.config import ConfigError, load_config
-
-    _, config_class = algorithm_classes(algo)
-    base: dict[str, dict[str, Any]] = {"trainer": {}, "algorithm": {}}
-    for section, values in (defaults or {}).items():
-        base[section] = dict(values)
-    try:
-        run = load_config(run_config_class(config_class), config_file, overrides, defaults=base)
-    except ConfigError as error:
-        raise UserError(str(error)) from None
-    return run.trainer, run.algorithm  # type: ignore[attr-defined]
-
-
-@app.command("train")
 def train_command(
-    algo: Annotated[str, typer.Option(help=f"Algorithm: {', '.join(ALGORITHMS)}.")] = "archer",
+    algo: Annotated[
+        str | None,
+        typer.Option(help=f"Algorithm: {', '.join(ALGORITHMS)} (default: the preset's, archer)."),
+    ] = None,
     env: Annotated[
-        str, typer.Option("--env", help="Environment id.")
-    ] = "archer/TwentyQuestions-v0",
+        str | None,
+        typer.Option(
+            "--env",
+            help=f"Environment: a registered id or module:id (the module registers it). Online "
+            f"default {DEFAULT_ENV}; offline runs evaluate only when it is given.",
+        ),
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            help="Named settings to start from (--config and --set apply on top): "
+            + "cpu-tiny, cpu-small, gpu-small, paper. See --list-presets.",
+        ),
+    ] = None,
+    list_presets: Annotated[
+        bool,
+        typer.Option(
+            "--list-presets",
+            is_eager=True,
+            callback=list_presets_callback,
+            help="List the presets and what each is for, then exit.",
+        ),
+    ] = False,
+    env_args: EnvArgs = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -187,12 +168,25 @@ def train_command(
     """Train a policy online (or offline) with an algorithm, the shared loop and checkpoints."""
 
     def run() -> None:
+        defaults, preset_algo = preset_defaults(preset, algo)
         chosen, settings = offline_options(
-            algo, list(overrides or []), offline, offline_then_online, list(episodes or [])
-        )
+            algo or preset_algo, list(overrides or []), offline, offline_then_online,
+            list(episodes or []),
+        )  # fmt: skip
+        env_id = env
+        if env_id is None and chosen not in OFFLINE_DATA_KEY:
+            env_id = DEFAULT_ENV
+        elif env_id is None and chosen == "offline_then_online":
+            raise UserError("--offline-then-online trains online too: pass --env ENV")
         result = train(
             algo=chosen,
-            env_id=env,
+            env_id=env_id,
+            defaults=defaults,
+            env_args=parse_env_args(env_args),
+            on_stall=lambda reason: console.print(
+                f"[bold yellow]warning:[/] this run cannot move the actor: {reason}",
+                soft_wrap=True,
+            ),
             model=model,
             out=out,
             config_file=config,
@@ -224,45 +218,13 @@ def train_command(
                     f"{server} serves {store.served_name(active)} (active version of {store.root})"
                 )
 
-    _run(run)
-
-
-OFFLINE_DATA_KEY = {
-    "offline_archer": "algorithm.data",
-    "offline_then_online": "algorithm.offline.data",
-}
-"""Where each offline algorithm reads its episode logs from (a --set key)."""
-
-
-def offline_options(
-    algo: str, overrides: list[str], offline: bool, then_online: bool, episodes: list[Path]
-) -> tuple[str, list[str]]:
-    """``--offline`` / ``--offline-then-online`` / ``--episodes`` as the algorithm and overrides."""
-    if offline and then_online:
-        raise UserError("--offline and --offline-then-online exclude each other; pick one")
-    if offline or then_online:
-        chosen = "offline_archer" if offline else "offline_then_online"
-        if algo not in ("archer", chosen):  # "archer" is --algo's default
-            raise UserError(f"--algo {algo} contradicts --{chosen.replace('_', '-')}; drop one")
-        algo = chosen
-    if not episodes:
-        return algo, overrides
-    if algo not in OFFLINE_DATA_KEY:
-        raise UserError(
-            f"--episodes feeds offline training and --algo {algo} trains online; add --offline "
-            "or --offline-then-online"
-        )
-    missing = [str(path) for path in episodes if not path.is_file()]
-    if missing:
-        raise UserError(f"episode log(s) not found: {', '.join(missing)}")
-    listed = ",".join(json.dumps(str(path)) for path in episodes)
-    return algo, [*overrides, f"{OFFLINE_DATA_KEY[algo]}=[{listed}]"]
+    run_command(run)
 
 
 def train(
     *,
     algo: str,
-    env_id: str,
+    env_id: str | None,
     model: str | None,
     out: Path,
     config_file: Path | None = None,
@@ -276,15 +238,21 @@ def train(
     registry: Path | None = None,
     api_key: str | None = None,
     keep: int = 1,
+    env_args: dict[str, Any] | None = None,
+    on_stall: Callable[[str], None] | None = None,
 ) -> Any:
     """Build the policy, the algorithm and the trainer, and run it; returns the `TrainResult`.
 
     With ``server``, rollouts are sampled on it and each actor update is deployed
-    as a new version of ``registry`` (default ``out/adapters``).
+    as a new version of ``registry`` (default ``out/adapters``). ``env_id`` None
+    (offline algorithms only) trains without playing: no evaluation.
+    ``env_args`` go to the environment's constructor; ``on_stall`` hears each
+    reason the settings cannot move the actor (`presets.actor_stall_reasons`).
     """
     import torch
 
     from archer_agents.policies.local_policy import LocalPolicy, LoraSettings
+    from archer_agents.training.distributed import launched_rank
     from archer_agents.training.run_dir import RUN_FILE
     from archer_agents.training.trainer import Trainer
 
@@ -299,14 +267,26 @@ def train(
     trainer_config, algorithm_config = load_run_config(
         algo, config_file, list(overrides or []), defaults
     )
+    from archer_agents.training.presets import actor_stall_reasons
+
+    if launched_rank() == 0:
+        for reason in actor_stall_reasons(trainer_config, algorithm_config):
+            if on_stall is not None:
+                on_stall(reason)
+    trainer_class: type[Trainer] = Trainer
+    if env_id is None:
+        if getattr(algorithm_class, "online", True):
+            raise UserError(f"--algo {algo} plays episodes while it trains: pass --env ENV")
+        trainer_config = trainer_config.model_copy(update={"eval_every": 0})
+        trainer_class = _trainer_without_environment()
     lora_settings = LoraSettings() if lora else None
     if model is None:
         model, lora_settings = _model_of_run(out, RUN_FILE) if resume else (None, None)
         if model is None:
             raise UserError("--model is required: the policy to start from (a model directory)")
-    if not Path(model).exists() and not _looks_like_hub_id(model):
+    if not Path(model).exists() and not looks_like_hub_id(model):
         raise UserError(f"model {model!r} does not exist; build one with `archer init-model`")
-    factory = _env_factory(env_id)
+    factory = _no_environment if env_id is None else env_factory(env_id, env_args)
     policy = LocalPolicy.from_pretrained(model, lora=lora_settings, seed=trainer_config.seed)
     try:
         algorithm = algorithm_class(algorithm_config, policy)
@@ -322,9 +302,7 @@ def train(
         served = _serve(algorithm, server, store, api_key, keep)
         algorithm = served
         run_info.update({"server": server, "registry": str(store)})
-    from archer_agents.training.distributed import launched_rank
-
-    with _progress(disable=launched_rank() != 0) as progress:
+    with progress_bar(disable=launched_rank() != 0) as progress:
         budget = trainer_config.time_budget_s
         # A time-budgeted run (the quickstart's) usually stops on its clock, not its iteration
         # cap: its bar counts seconds of the budget and the iterations go into the info column.
@@ -343,9 +321,9 @@ def train(
             done = iteration if budget is None else min(budget, record["time/train_s"])
             progress.update(task, completed=round(done), info="  ".join(info))
 
-        trainer = Trainer(
+        trainer = trainer_class(
             algorithm,
-            env_id,
+            env_id or NO_ENVIRONMENT,
             out,
             trainer_config,
             env_factory=factory,
@@ -360,6 +338,25 @@ def train(
         finally:
             if served is not None:
                 served.close()
+
+
+NO_ENVIRONMENT = "(none: offline, no --env)"
+"""What a run trained offline without --env records as its environment."""
+
+
+def _no_environment() -> Any:
+    raise UserError("this offline run has no environment to play; pass --env ENV to evaluate")
+
+
+def _trainer_without_environment() -> type[Any]:
+    """The trainer, minus its evaluations: an offline run without --env plays nothing."""
+    from archer_agents.training.trainer import Trainer
+
+    class OfflineTrainer(Trainer):
+        def evaluate(self) -> dict[str, float]:
+            return {}
+
+    return OfflineTrainer
 
 
 def _serve(algorithm: Any, server: str, registry: Path, api_key: str | None, keep: int) -> Any:
@@ -379,7 +376,6 @@ def _serve(algorithm: Any, server: str, registry: Path, api_key: str | None, kee
 
 def _model_of_run(out: Path, run_file: str) -> tuple[str | None, Any]:
     """The model and LoRA settings a run directory was started with (for --resume)."""
-    import json
 
     from archer_agents.policies.local_policy import LoraSettings
 
@@ -391,4 +387,18 @@ def _model_of_run(out: Path, run_file: str) -> tuple[str | None, Any]:
     return info.get("model"), (LoraSettings(**lora) if lora else None)
 
 
-__all__ = ["ALGORITHMS", "algorithm_classes", "load_run_config", "run_config_class", "train"]
+__all__ = [
+    "ALGORITHMS",
+    "OFFLINE_DATA_KEY",
+    "algorithm_classes",
+    "load_run_config",
+    "offline_options",
+    "register",
+    "run_config_class",
+    "train",
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``archer train`` to ``app``."""
+    app.command("train")(train_command)

@@ -13,7 +13,9 @@ A source is one of:
 
 - a policy directory written by `LocalPolicy.save` (``archer bc --out``, the
   trainers' saved policies, a LoRA adapter directory with its base recorded),
-  or a hub id of an open model;
+  a training run directory (``archer train --out``: the policy saved inside
+  it), or a hub id of an open model (`archer_agents.policies.loading`, the
+  loader the command line uses too);
 - the URL of an OpenAI-compatible server (``http://127.0.0.1:8000``, with or
   without the ``/v1`` suffix OpenAI clients use), with
   ``model=`` naming the served model or adapter version and ``tokenizer=`` the
@@ -74,20 +76,9 @@ def load_policy(
         )
     if isinstance(source, Policy):
         return source
-    path = Path(text)
-    if path.is_dir() and _is_training_checkpoint(path):
-        raise ValueError(
-            f"{path} is a training checkpoint directory (optimiser and replay state), not a "
-            "policy; pass the policy directory the trainer saved (LocalPolicy.save) instead"
-        )
-    if not path.exists() and not _looks_like_hub_id(text):
-        raise FileNotFoundError(
-            f"no policy at {text!r}: expected a directory written by LocalPolicy.save (e.g. "
-            "`archer bc --out DIR`), a hub id, or a server URL http(s)://HOST:PORT"
-        )
-    from archer_agents.policies.local_policy import LocalPolicy
+    from archer_agents.policies.loading import load_policy as load_saved_policy
 
-    return LocalPolicy.from_pretrained(path if path.exists() else text, version=path.name)
+    return load_saved_policy(source)
 
 
 def load_chat_model(
@@ -193,11 +184,3 @@ def _server_policy(
     root = url.rstrip("/").removesuffix("/v1")  # ServerPolicy adds the /v1 paths itself
     policy: Policy = ServerPolicy(root, model, tokenizer, api_key=api_key, registry=registry)
     return policy
-
-
-def _is_training_checkpoint(path: Path) -> bool:
-    return (path / "latest").is_file() or (path / "state.pt").is_file()
-
-
-def _looks_like_hub_id(name: str) -> bool:
-    return name.count("/") == 1 and not name.startswith((".", "/"))

@@ -10,9 +10,15 @@ are split into fixed train and test sets; a task id is the object's name.
 knowledge base (52 objects, 12 properties: `TwentyQuestionsOracle.mini`), small
 enough for a 0.6M-parameter model to learn on a CPU in minutes; it is the main
 job's game (`archer quickstart`).
+
+Both take your own knowledge base: ``gym.make("archer/TwentyQuestions-v0",
+kb="my_kb.json")``, or ``--env-arg kb=my_kb.json`` on the command line. Its
+format is documented in `archer_agents.tools.twenty_questions`.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from archer_agents.environments.questions.game import (
     DEFAULT_MAX_QUESTION_CHARS,
@@ -27,6 +33,7 @@ class TwentyQuestionsEnv(QuestionGameEnv):
 
     Args:
         oracle: the oracle to play against; the shipped knowledge base by default.
+        kb: a knowledge-base JSON file to play instead (exclusive with ``oracle``).
         max_turns: the horizon (20 in the paper).
         max_action_chars: longer questions are answered ``Invalid question.``.
         render_mode: ``"ansi"`` or None.
@@ -41,10 +48,15 @@ class TwentyQuestionsEnv(QuestionGameEnv):
         self,
         *,
         oracle: TwentyQuestionsOracle | None = None,
+        kb: str | Path | None = None,
         max_turns: int = DEFAULT_MAX_TURNS,
         max_action_chars: int = DEFAULT_MAX_QUESTION_CHARS,
         render_mode: str | None = None,
     ) -> None:
+        if kb is not None:
+            if oracle is not None:
+                raise ValueError("pass either oracle or kb (a knowledge-base file), not both")
+            oracle = TwentyQuestionsOracle.from_file(kb)
         super().__init__(
             oracle if oracle is not None else self.default_oracle(),
             max_turns=max_turns,

@@ -1,0 +1,216 @@
+"""What every command shares: the console, user errors, progress bars, environments, policies.
+
+The CLI owns the terminal (rich tables and progress bars); the library only
+logs. A mistake by the user (a missing file, an unknown environment, a bad
+option) ends with one line naming the problem and the fix, exit code 2.
+Set ARCHER_DEBUG=1 to see the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from archer_agents.policies.tiny_model import MergeScope
+
+console = Console()
+
+SCRIPTED = ("expert", "weak", "random")
+T = TypeVar("T")
+
+EnvArgs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--env-arg",
+        help="KEY=VALUE passed to the environment's constructor, repeatable (a JSON value or "
+        "text), e.g. --env-arg kb=my_kb.json for Twenty Questions, --env-arg max_turns=5.",
+    ),
+]
+"""The option every command that builds an environment takes."""
+
+
+class UserError(Exception):
+    """A problem with what the user asked for; shown as one line."""
+
+
+def run_command(fn: Callable[[], T]) -> T:
+    """Turn user-facing errors into one clear line and exit code 2."""
+    from archer_agents.data.episode_log import EpisodeLogError
+
+    try:
+        return fn()
+    except (UserError, FileNotFoundError, FileExistsError, EpisodeLogError, ValidationError) as exc:
+        if os.environ.get("ARCHER_DEBUG"):
+            raise
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+        raise typer.Exit(code=2) from None
+
+
+def merge_scope(value: str) -> MergeScope:
+    """The ``--merge-within`` option's value, checked: one clear line when it is not a scope."""
+    from archer_agents.policies.tiny_model import MERGE_SCOPES
+
+    for scope in MERGE_SCOPES:
+        if value == scope:
+            return scope
+    raise UserError(f"--merge-within must be one of {list(MERGE_SCOPES)}, not {value!r}")
+
+
+def progress_bar(disable: bool = False) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=False,
+        disable=disable,
+    )
+
+
+def parse_env_args(items: Sequence[str] | None) -> dict[str, Any]:
+    """``--env-arg KEY=VALUE`` items as keyword arguments; a value is JSON if it parses."""
+    kwargs: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise UserError(f"--env-arg takes KEY=VALUE (e.g. kb=my_kb.json), not {item!r}")
+        try:
+            kwargs[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key.strip()] = value
+    return kwargs
+
+
+def env_factory(env_id: str, env_args: Sequence[str] | dict[str, Any] | None = None) -> Any:
+    """A factory for ``env_id`` (a registered id or ``module:id``), checked by building one.
+
+    For ``module:id`` the current folder is searched for the module too, as
+    ``python -m`` does, so ``archer rollout my_envs:...`` finds ``./my_envs.py``.
+    """
+    from archer_agents.training.rollout import make_env_factory
+
+    if ":" in env_id and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+    kwargs = env_args if isinstance(env_args, dict) else parse_env_args(env_args)
+    try:
+        factory = make_env_factory(env_id, **kwargs)
+    except ValueError as exc:
+        raise UserError(f"{exc} (see `archer envs`)") from None
+    if kwargs:  # a wrong keyword or value is the user's: say so before any work starts
+        try:
+            factory().close()
+        except (TypeError, ValueError) as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(f"{env_id} refused --env-arg {kwargs}: {message}") from None
+    return factory
+
+
+def looks_like_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/")) and os.sep not in name[:1]
+
+
+def load_policy(path: str) -> Any:
+    """A model folder, adapter folder, training run or one of its ``step-*`` checkpoints."""
+    from archer_agents.policies.loading import load_policy as load_saved_policy
+
+    candidate = Path(path)
+    if candidate.name.startswith("step-") and candidate.parent.name == "checkpoints":
+        from archer_agents.training.run_dir import load_run_policy
+
+        return load_run_policy(path)  # one checkpoint's weights: the trainer's own format
+    try:
+        return load_saved_policy(path)
+    except FileNotFoundError as exc:
+        if not candidate.exists():
+            raise UserError(
+                f"policy {path!r} is neither a scripted agent ({', '.join(SCRIPTED)}), an existing "
+                "model directory nor a training run; build one with `archer init-model`, "
+                "`archer bc` or `archer train`"
+            ) from None
+        raise UserError(str(exc)) from None
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def make_actor(policy: str, *, temperature: float, max_new_tokens: int, seed: int) -> Any:
+    from archer_agents.policies.protocol import SamplingParams
+    from archer_agents.training.rollout import PolicyActor, ScriptedActor
+
+    if policy in SCRIPTED:
+        return ScriptedActor(policy, seed=seed)
+    sampling = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
+    return PolicyActor(load_policy(policy), sampling)
+
+
+def summary_table(title: str, rows: dict[str, Any]) -> Table:
+    """A table of `Summary` rows: success and return with 95% intervals."""
+    table = Table(title=title)
+    for column in ("policy", "success [95% CI]", "return [95% CI]", "turns", "invalid"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for name, s in rows.items():
+        table.add_row(
+            name,
+            f"{s.success.mean:.3f} [{s.success.low:.3f}, {s.success.high:.3f}]",
+            f"{s.mean_return.mean:.2f} [{s.mean_return.low:.2f}, {s.mean_return.high:.2f}]",
+            f"{s.mean_turns:.1f}",
+            f"{s.invalid_action_rate:.1%}",
+        )
+    return table
+
+
+def collect_with_progress(
+    env_id: str,
+    actor: Any,
+    episodes: int,
+    *,
+    description: str,
+    split: str,
+    num_envs: int,
+    seed: int,
+    writer: Any = None,
+    sweep_tasks: bool = False,
+    env_args: Sequence[str] | dict[str, Any] | None = None,
+) -> Any:
+    from archer_agents.training.rollout import ScriptedActor, collect, split_task_ids
+
+    factory = env_factory(env_id, env_args)
+    if isinstance(actor, ScriptedActor):
+        probe = factory()
+        kinds = tuple(getattr(probe.unwrapped, "scripted_kinds", ()))
+        probe.close()
+        if actor.kind not in kinds:
+            raise UserError(
+                f"{env_id} has no {actor.kind!r} scripted agent (it has: {', '.join(kinds)}); "
+                "give its environment one (expert= in register_tool_env) or pass a model"
+            )
+    task_ids = split_task_ids(factory, split) if sweep_tasks else None
+    with progress_bar() as progress:
+        task = progress.add_task(description, total=episodes, info="")
+        result = collect(
+            factory,
+            actor,
+            episodes,
+            num_envs=num_envs,
+            split=split,
+            task_ids=task_ids,
+            seed=seed,
+            writer=writer,
+            env_id=env_id,
+            on_episode=lambda _e: progress.advance(task),
+        )
+    return result
