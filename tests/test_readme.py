@@ -19,8 +19,21 @@ def test_readme_python_examples_run(tmp_path: Path, monkeypatch, capsys) -> None
     for block in blocks:
         exec(compile(block, str(README), "exec"), {"__name__": "__readme__"})
     out = capsys.readouterr().out
-    assert "Questions:" in out
-    assert (tmp_path / "runs" / "expert.jsonl").exists()
+
+    # Train ArCHer from Python: two iterations of 8 episodes, evaluated, saved.
+    assert "16 episodes; test return" in out
+    run = tmp_path / "runs" / "archer"
+    assert (run / "metrics.jsonl").is_file() and (run / "episodes.jsonl").is_file()
+    assert len(read_episodes(run / "episodes.jsonl")[0]) == 16
+
+    # Your own tools: the module registered its environment, and its expert wins.
+    import gymnasium as gym
+
+    env = gym.make("bank/MoveMoney-v0")
+    env.reset(seed=0, options={"split": "test"})
+    *_, info = env.step("transfer(50)")
+    *_, reward, terminated, _, info = env.step("done()")
+    assert terminated and info["success"] and reward > 0
 
     # Deploy, record, retrain: the agent's games trained v0002, which then served it.
     assert "active version: v0002" in out
