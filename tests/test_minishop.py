@@ -20,16 +20,14 @@ from archer_agents.environments.minishop.actions import parse_action
 from archer_agents.environments.minishop.env import MiniShopEnv
 from archer_agents.tools.shop.actions import ActionError, Command, plan
 from archer_agents.tools.shop.catalog import (
-    CATALOG_CONFIGS,
     HELD_OUT_TEMPLATES,
     TRAIN_TEMPLATES,
     Goal,
     Product,
-    generate_catalog,
-    load_catalog,
     score_purchase,
 )
 from archer_agents.tools.shop.chromium import find_chromium, require_playwright
+from archer_agents.tools.shop.generate import CATALOG_CONFIGS, generate_catalog, load_catalog
 from archer_agents.tools.shop.pages import (
     form_encode,
     item_page,

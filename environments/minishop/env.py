@@ -25,7 +25,8 @@ from typing import Any
 from archer_agents.environments.base import ScriptedAgent, TextEnv, to_ascii
 from archer_agents.environments.minishop.actions import parse_action
 from archer_agents.tools.shop.actions import ActionError, Step, plan
-from archer_agents.tools.shop.catalog import Catalog, Goal, load_catalog, score_purchase
+from archer_agents.tools.shop.catalog import Catalog, Goal, score_purchase
+from archer_agents.tools.shop.generate import load_catalog
 from archer_agents.tools.shop.pages import PageView, render_observation
 from archer_agents.tools.shop.search import ProductSearch
 from archer_agents.tools.shop.state import BackendFailure, ShopState, TextClient

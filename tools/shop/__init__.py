@@ -12,10 +12,9 @@ from archer_agents.tools.shop.catalog import (
     Goal,
     Product,
     PurchaseScore,
-    generate_catalog,
-    load_catalog,
     score_purchase,
 )
+from archer_agents.tools.shop.generate import generate_catalog, load_catalog
 from archer_agents.tools.shop.pages import Element, PageView, parse_observation
 from archer_agents.tools.shop.search import BM25Index, ProductSearch
 from archer_agents.tools.shop.state import BackendFailure, Purchase, ShopState, TextClient

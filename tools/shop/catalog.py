@@ -1,20 +1,16 @@
-"""MiniShop's products and shopping goals, generated from a seed.
+"""MiniShop's products and shopping goals: the product types, the models, the
+instruction templates and the reward.
 
-Nothing is downloaded: a seed fixes every product (type, title, attributes,
-options, price) and every goal, so training, tests and the browser server see
-the same shop. Goals are built from a target product, so each one is
-satisfiable by at least one product; the reward is WebShop's formula with exact
-matching (`score_purchase`). Test goals mix the training templates with
-held-out templates that never appear in training.
+The reward is WebShop's formula with exact matching (`score_purchase`). Test
+goals mix the training templates with held-out templates that never appear in
+training. The catalog itself is generated from a seed in `generate`, so
+nothing is downloaded.
 """
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -287,7 +283,7 @@ def _with_options(options: dict[str, str]) -> str:
     return f"with {options['colour']} color"
 
 
-def _and_join(words: Sequence[str]) -> str:
+def and_join(words: Sequence[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
@@ -313,7 +309,7 @@ def _t1(t: ProductType, attrs: Sequence[str], opts: dict[str, str], price: str) 
 def _t2(t: ProductType, attrs: Sequence[str], opts: dict[str, str], price: str) -> str:
     verb = "are" if t.plural else "is"
     return (
-        f"i want to buy {_article(t, t.name)}{t.name} that {verb} {_and_join(attrs)}, "
+        f"i want to buy {_article(t, t.name)}{t.name} that {verb} {and_join(attrs)}, "
         f"{_in_options(opts)}, priced under {price} dollars"
     )
 
@@ -329,8 +325,7 @@ def _t3(t: ProductType, attrs: Sequence[str], opts: dict[str, str], price: str) 
 def _t4(t: ProductType, attrs: Sequence[str], opts: dict[str, str], price: str) -> str:
     wanted = f"colour {opts['colour']}" + (f" and size {opts['size']}" if "size" in opts else "")
     return (
-        f"shopping list: {t.name}, {_and_join(attrs)}; {wanted}; "
-        f"must cost less than {price} dollars"
+        f"shopping list: {t.name}, {and_join(attrs)}; {wanted}; must cost less than {price} dollars"
     )
 
 
@@ -340,7 +335,7 @@ def _t5(t: ProductType, attrs: Sequence[str], opts: dict[str, str], price: str) 
     size = f" in size {opts['size']}" if "size" in opts else ""
     return (
         f"my budget is below {price} dollars. get me {_article(t, noun)}{noun}{size} "
-        f"that {verb} {_and_join(attrs)}"
+        f"that {verb} {and_join(attrs)}"
     )
 
 
@@ -350,23 +345,7 @@ HELD_OUT_TEMPLATES = (4, 5)
 """Templates used only by test goals, to measure generalisation to new phrasings."""
 
 
-# -- generation ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CatalogConfig:
-    """How big a generated catalog is, and its seed."""
-
-    seed: int
-    n_products: int
-    n_train_goals: int
-    n_test_goals: int
-
-
-CATALOG_CONFIGS = {
-    "default": CatalogConfig(seed=0, n_products=300, n_train_goals=500, n_test_goals=100),
-    "small": CatalogConfig(seed=7, n_products=48, n_train_goals=24, n_test_goals=12),
-}
+# -- the catalog ---------------------------------------------------------------
 
 
 class Catalog:
@@ -393,114 +372,6 @@ class Catalog:
             and all(v in p.options.get(k, ()) for k, v in goal.options.items())
             and p.price < goal.max_price
         ]
-
-
-def generate_catalog(config: CatalogConfig) -> Catalog:
-    """Build products and goals deterministically from ``config``."""
-    rng = random.Random(config.seed)
-    products = _generate_products(rng, config.n_products)
-    goals = _generate_goals(rng, products, config.n_train_goals, config.n_test_goals)
-    return Catalog(products, goals)
-
-
-@lru_cache(maxsize=8)
-def load_catalog(name: str = "default") -> Catalog:
-    """A named catalog ('default': a few hundred products; 'small': for tests)."""
-    if name not in CATALOG_CONFIGS:
-        raise ValueError(f"unknown catalog {name!r}; use one of {sorted(CATALOG_CONFIGS)}")
-    return generate_catalog(CATALOG_CONFIGS[name])
-
-
-def _title_case(words: str) -> str:
-    return " ".join(part.capitalize() for part in words.split())
-
-
-def _generate_products(rng: random.Random, n: int) -> list[Product]:
-    products: list[Product] = []
-    titles: set[str] = set()
-    asins: set[str] = set()
-    for i in range(n):
-        type_ = PRODUCT_TYPES[i % len(PRODUCT_TYPES)]
-        attributes = tuple(
-            rng.sample(type_.attributes, rng.randint(3, min(5, len(type_.attributes))))
-        )
-        colours = tuple(sorted(rng.sample(COLOURS, rng.randint(2, 4)), key=COLOURS.index))
-        options: dict[str, tuple[str, ...]] = {"colour": colours}
-        if type_.sizes:
-            count = rng.randint(min(3, len(type_.sizes)), len(type_.sizes))
-            options["size"] = tuple(sorted(rng.sample(type_.sizes, count), key=type_.sizes.index))
-        low, high = type_.price_range
-        price = math.floor(rng.uniform(low, high)) + 0.99
-        title = ""
-        while not title or title in titles:
-            shown = " ".join(_title_case(a) for a in attributes[: rng.randint(1, 2)])
-            title = f"{rng.choice(BRANDS)} {rng.choice(STYLES)} {shown} {_title_case(type_.name)}"
-        titles.add(title)
-        asin = ""
-        while not asin or asin in asins:
-            asin = "B0" + "".join(
-                rng.choice("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(8)
-            )
-        asins.add(asin)
-        sizes = f" Sizes: {', '.join(options['size'])}." if "size" in options else ""
-        description = (
-            f"A {type_.name} that is {_and_join(attributes)}. Colours: {', '.join(colours)}.{sizes}"
-        )
-        products.append(
-            Product(
-                asin=asin,
-                product_type=type_.name,
-                title=title,
-                description=description,
-                attributes=attributes,
-                options=options,
-                price=price,
-            )
-        )
-    return products
-
-
-def _generate_goals(
-    rng: random.Random, products: Sequence[Product], n_train: int, n_test: int
-) -> dict[str, list[Goal]]:
-    goals: dict[str, list[Goal]] = {"test": [], "train": []}
-    seen: set[str] = set()
-    plan = [("test", n_test), ("train", n_train)]
-    for split, count in plan:
-        templates = INSTRUCTION_TEMPLATES_BY_SPLIT[split]
-        attempts = 0
-        while len(goals[split]) < count:
-            attempts += 1
-            if attempts > count * 50:
-                raise ValueError(
-                    f"could not generate {count} distinct {split} goals from "
-                    f"{len(products)} products; use more products or fewer goals"
-                )
-            product = rng.choice(products)
-            type_ = TYPES_BY_NAME[product.product_type]
-            attributes = tuple(rng.sample(product.attributes, rng.randint(1, 2)))
-            options = {k: rng.choice(values) for k, values in product.options.items()}
-            bound = (math.floor(product.price / 10) + 1 + rng.randint(0, 1)) * 10
-            template = templates[len(goals[split]) % len(templates)]
-            instruction = INSTRUCTION_TEMPLATES[template](
-                type_, attributes, options, f"{bound:.2f}"
-            )
-            if instruction in seen:
-                continue
-            seen.add(instruction)
-            goals[split].append(
-                Goal(
-                    goal_id=f"{split}-{len(goals[split]):04d}",
-                    instruction=instruction,
-                    product_type=product.product_type,
-                    attributes=attributes,
-                    options=options,
-                    max_price=float(bound),
-                    template=template,
-                    target_asin=product.asin,
-                )
-            )
-    return goals
 
 
 INSTRUCTION_TEMPLATES_BY_SPLIT = {
