@@ -39,59 +39,11 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
 from archer_agents.training.advantages import normalize
+from archer_agents.training.loss_checks import check_aligned, check_pair, check_vector, padded
 
 Metrics = dict[str, float]
-
-
-# ------------------------------------------------------------------ checks ---
-
-
-def _check_pair(name: str, tensor: torch.Tensor, batch: int | None = None) -> int:
-    if tensor.dim() != 2 or tensor.shape[1] != 2:
-        raise ValueError(
-            f"{name} must have shape (B, 2), one column per head; got {tuple(tensor.shape)}"
-        )
-    if batch is not None and tensor.shape[0] != batch:
-        raise ValueError(f"{name} has batch size {tensor.shape[0]}, expected {batch}")
-    return tensor.shape[0]
-
-
-def _check_vector(name: str, tensor: torch.Tensor, batch: int) -> None:
-    if tuple(tensor.shape) != (batch,):
-        raise ValueError(f"{name} must have shape ({batch},), got {tuple(tensor.shape)}")
-
-
-def _padded(
-    name: str, tokens: Sequence[torch.Tensor], batch: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack B 1-D tensors into (B, T_max) with a (B, T_max) mask of real tokens."""
-    if batch == 0:
-        raise ValueError(f"{name} is empty: a loss needs at least one utterance")
-    if len(tokens) != batch:
-        raise ValueError(f"{name} has {len(tokens)} utterances, expected {batch}")
-    for index, row in enumerate(tokens):
-        if row.dim() != 1:
-            raise ValueError(
-                f"{name}[{index}] must be 1-D (one entry per token), got {tuple(row.shape)}"
-            )
-    lengths = torch.tensor([len(row) for row in tokens])
-    padded = pad_sequence(list(tokens), batch_first=True)  # (B, T)
-    mask = torch.arange(padded.shape[1])[None, :] < lengths[:, None]  # (B, T)
-    return padded, mask.to(padded.device)
-
-
-def _check_aligned(name: str, tokens: Sequence[torch.Tensor], like: Sequence[torch.Tensor]) -> None:
-    if len(tokens) != len(like):
-        raise ValueError(f"{name} has {len(tokens)} utterances, the log-probs have {len(like)}")
-    for index, (row, other) in enumerate(zip(tokens, like, strict=True)):
-        if row.shape != other.shape:
-            raise ValueError(
-                f"{name}[{index}] has shape {tuple(row.shape)} but the utterance's log-probs "
-                f"have {tuple(other.shape)}; give one entry per scored token"
-            )
 
 
 # ------------------------------------------------------------------ critic ---
@@ -135,12 +87,12 @@ def critic_loss(
 
     y_Qk = r + gamma * (1 - done) * Vbar_k(s');  y_Vk = Qbar_k(s, a_pi).
     """
-    batch = _check_pair("q_pred", q_pred)
-    _check_pair("v_pred", v_pred, batch)
-    _check_pair("target_v_next", target_v_next, batch)
-    _check_pair("target_q_pi", target_q_pi, batch)
-    _check_vector("rewards", rewards, batch)
-    _check_vector("dones", dones, batch)
+    batch = check_pair("q_pred", q_pred)
+    check_pair("v_pred", v_pred, batch)
+    check_pair("target_v_next", target_v_next, batch)
+    check_pair("target_q_pi", target_q_pi, batch)
+    check_vector("rewards", rewards, batch)
+    check_vector("dones", dones, batch)
 
     y_q = td_target(rewards, dones, target_v_next, gamma)  # (B, 2)
     y_v = target_q_pi.detach()  # (B, 2)
@@ -163,8 +115,8 @@ def critic_loss(
 
 def advantage(q_pi: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """A = min_k Q_k(s, a_pi) - min_k V_k(s): (B, 2), (B, 2) -> (B,), no gradient."""
-    batch = _check_pair("q_pi", q_pi)
-    _check_pair("v", v, batch)
+    batch = check_pair("q_pi", q_pi)
+    check_pair("v", v, batch)
     with torch.no_grad():
         return q_pi.min(dim=-1).values - v.min(dim=-1).values  # (B,)
 
@@ -210,8 +162,8 @@ def actor_loss(
     Returns (loss, metrics); the loss is the policy-gradient term plus the KL term.
     """
     batch = len(token_logprobs)
-    _check_vector("advantages", advantages, batch)
-    logp, mask = _padded("token_logprobs", token_logprobs, batch)  # (B, T), (B, T)
+    check_vector("advantages", advantages, batch)
+    logp, mask = padded("token_logprobs", token_logprobs, batch)  # (B, T), (B, T)
     weights = advantages.detach().to(logp.dtype)  # (B,)
 
     if normalize_advantages:
@@ -223,8 +175,8 @@ def actor_loss(
 
     token_weights = weights[:, None].expand_as(logp)  # (B, T)
     if token_baselines is not None:
-        _check_aligned("token_baselines", token_baselines, token_logprobs)
-        baseline, _ = _padded("token_baselines", [b.detach() for b in token_baselines], batch)
+        check_aligned("token_baselines", token_baselines, token_logprobs)
+        baseline, _ = padded("token_baselines", [b.detach() for b in token_baselines], batch)
         token_weights = token_weights - baseline.to(logp.dtype)  # (B, T)
 
     guarded = torch.zeros(batch, dtype=torch.bool, device=logp.device)  # (B,)
@@ -234,7 +186,7 @@ def actor_loss(
                 "min_visits > 0 needs visit_counts, one count per utterance "
                 "(ReplayBuffer.visit_counts(actions))"
             )
-        _check_vector("visit_counts", visit_counts, batch)
+        check_vector("visit_counts", visit_counts, batch)
         rare = visit_counts.to(logp.device) < min_visits  # (B,)
         raised = ((token_weights > 0) & mask).any(dim=1)  # (B,)
         guarded = rare & raised
@@ -261,8 +213,8 @@ def actor_loss(
     if kl_coef > 0 and ref_logprobs is None:
         raise ValueError("kl_coef > 0 needs ref_logprobs: the reference policy's log-probs")
     if ref_logprobs is not None:
-        _check_aligned("ref_logprobs", ref_logprobs, token_logprobs)
-        ref, _ = _padded("ref_logprobs", [r.detach() for r in ref_logprobs], batch)
+        check_aligned("ref_logprobs", ref_logprobs, token_logprobs)
+        ref, _ = padded("ref_logprobs", [r.detach() for r in ref_logprobs], batch)
         log_ratio = ref.to(logp.dtype) - logp  # (B, T) log(ref / pi)
         k3 = (torch.exp(log_ratio) - log_ratio - 1.0) * mask  # (B, T) >= 0
         kl = k3.sum(dim=1).mean()
@@ -290,8 +242,8 @@ def token_baseline_loss(
     prefix is one regression sample.
     """
     batch = len(token_values)
-    _check_vector("advantages", advantages, batch)
-    values, mask = _padded("token_values", token_values, batch)  # (B, T), (B, T)
+    check_vector("advantages", advantages, batch)
+    values, mask = padded("token_values", token_values, batch)  # (B, T), (B, T)
     target = advantages.detach().to(values.dtype)[:, None]  # (B, 1)
     squared = ((values - target) ** 2) * mask  # (B, T)
     loss = squared.sum() / mask.sum().clamp(min=1)
@@ -342,12 +294,12 @@ def iql_critic_loss(
     each V_k is regressed onto min_k Qbar_k(s, a_data) with the expectile loss.
     Loss = sum of the two Q MSEs and the two V expectile losses.
     """
-    batch = _check_pair("q_pred", q_pred)
-    _check_pair("v_pred", v_pred, batch)
-    _check_pair("target_v_next", target_v_next, batch)
-    _check_pair("target_q_data", target_q_data, batch)
-    _check_vector("rewards", rewards, batch)
-    _check_vector("dones", dones, batch)
+    batch = check_pair("q_pred", q_pred)
+    check_pair("v_pred", v_pred, batch)
+    check_pair("target_v_next", target_v_next, batch)
+    check_pair("target_q_data", target_q_data, batch)
+    check_vector("rewards", rewards, batch)
+    check_vector("dones", dones, batch)
 
     y_q = td_target(rewards, dones, target_v_next, gamma)  # (B, 2)
     y_v = target_q_data.detach().min(dim=-1, keepdim=True).values  # (B, 1)
@@ -382,8 +334,8 @@ def awr_actor_loss(
     if max_weight <= 0:
         raise ValueError(f"max_weight must be positive, got {max_weight}")
     batch = len(token_logprobs)
-    _check_vector("advantages", advantages, batch)
-    logp, mask = _padded("token_logprobs", token_logprobs, batch)  # (B, T)
+    check_vector("advantages", advantages, batch)
+    logp, mask = padded("token_logprobs", token_logprobs, batch)  # (B, T)
     exponent = (beta * advantages.detach().to(logp.dtype)).clamp(max=math.log(max_weight))
     weights = torch.exp(exponent)  # (B,) in (0, max_weight]
     sequence_logp = (logp * mask).sum(dim=1)  # (B,)
@@ -425,24 +377,24 @@ def ppo_policy_loss(
     if clip <= 0:
         raise ValueError(f"clip must be positive, got {clip}")
     batch = len(new_logprobs)
-    _check_aligned("old_logprobs", old_logprobs, new_logprobs)
-    new, mask = _padded("new_logprobs", new_logprobs, batch)  # (B, T)
-    old, _ = _padded("old_logprobs", [o.detach() for o in old_logprobs], batch)  # (B, T)
+    check_aligned("old_logprobs", old_logprobs, new_logprobs)
+    new, mask = padded("new_logprobs", new_logprobs, batch)  # (B, T)
+    old, _ = padded("old_logprobs", [o.detach() for o in old_logprobs], batch)  # (B, T)
 
     if level == "token":
         if isinstance(advantages, torch.Tensor):
-            _check_vector("advantages", advantages, batch)
+            check_vector("advantages", advantages, batch)
             adv = advantages.detach().to(new.dtype)[:, None].expand_as(new)  # (B, T)
         else:
-            _check_aligned("advantages", advantages, new_logprobs)
-            adv, _ = _padded("advantages", [a.detach() for a in advantages], batch)  # (B, T)
+            check_aligned("advantages", advantages, new_logprobs)
+            adv, _ = padded("advantages", [a.detach() for a in advantages], batch)  # (B, T)
         log_ratio = (new - old.to(new.dtype)) * mask  # (B, T)
         weight = mask.to(new.dtype)
         count = mask.sum().clamp(min=1)
     elif level == "utterance":
         if not isinstance(advantages, torch.Tensor):
             raise ValueError("level='utterance' takes one advantage per utterance: a (B,) tensor")
-        _check_vector("advantages", advantages, batch)
+        check_vector("advantages", advantages, batch)
         adv = advantages.detach().to(new.dtype)  # (B,)
         log_ratio = ((new - old.to(new.dtype)) * mask).sum(dim=1)  # (B,)
         weight = torch.ones_like(adv)

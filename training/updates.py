@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -111,10 +112,30 @@ def load_policy_state(policy: LocalPolicy, state: dict[str, Any]) -> None:
         policy.generator.set_state(state["generator"])
 
 
+def frozen_copy(policy: LocalPolicy) -> LocalPolicy:
+    """A copy of ``policy`` whose weights never train (the KL anchor's reference)."""
+    model = copy.deepcopy(policy.model)
+    model.requires_grad_(False)
+    model.eval()
+    return LocalPolicy(model, policy.tokenizer, version=f"{policy.version}-reference")
+
+
+def matching_state(reference: nn.Module, policy: nn.Module) -> dict[str, torch.Tensor]:
+    """The reference's copies of the parameters the policy trains (the rest never differ)."""
+    trained = {name for name, p in policy.named_parameters() if p.requires_grad}
+    return {
+        name: p.detach().cpu().clone()
+        for name, p in reference.named_parameters()
+        if name in trained
+    }
+
+
 __all__ = [
     "clip_and_step",
+    "frozen_copy",
     "load_policy_state",
     "load_trainable_state",
+    "matching_state",
     "module_device",
     "policy_state",
     "rewards_and_dones",

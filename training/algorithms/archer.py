@@ -54,35 +54,36 @@ Where this departs from the paper and its public code:
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
 from torch import nn
 
-from archer_agents.critic.encoders import HashingEncoder
 from archer_agents.critic.model import DoubleCritic, polyak_update
 from archer_agents.data.schema import Episode, Transition
 from archer_agents.policies.eval_mode import eval_mode
 from archer_agents.policies.local_policy import LocalPolicy
-from archer_agents.policies.protocol import Generation, SamplingParams
+from archer_agents.policies.protocol import Generation
 from archer_agents.training.advantages import gae, normalize
 from archer_agents.training.algorithm import unique_modules
+from archer_agents.training.algorithms.archer_config import ArcherConfig
+from archer_agents.training.algorithms.token_baseline import TokenBaseline, baseline_step
 from archer_agents.training.cached_rollout import CachedPolicyActor
-from archer_agents.training.critic_config import CriticSettings, critic_and_target, critic_optimizer
+from archer_agents.training.critic_config import critic_and_target, critic_optimizer
 from archer_agents.training.distributed import process_group, shard
-from archer_agents.training.losses import actor_loss, advantage, critic_loss, token_baseline_loss
+from archer_agents.training.losses import actor_loss, advantage, critic_loss
 from archer_agents.training.replay_buffer import ReplayBuffer
 from archer_agents.training.rollout import Actor
 from archer_agents.training.updates import (
     clip_and_step,
+    frozen_copy,
     load_policy_state,
+    matching_state,
     module_device,
     policy_state,
     shaped_reward,
@@ -91,112 +92,6 @@ from archer_agents.training.updates import (
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-
-
-class ArcherConfig(CriticSettings):
-    """ArCHer's settings: the critic's (see `CriticSettings`), the actor's, and stability options.
-
-    Defaults are the paper's public code where they make sense for any model
-    (docs/algorithm.md, "The loop"); its learning rates are for GPT-2/7B models, and the
-    0.6M-parameter CPU demo uses much higher ones (`archer_agents.cli.quickstart`).
-    """
-
-    actor_lr: float = Field(1e-5, gt=0.0)
-    """Adam learning rate of the policy (paper: 1e-6 to 1e-5; the CPU demo model uses 1e-3)."""
-    actor_steps: int = Field(3, ge=0)
-    """Actor gradient steps per iteration once the warm-up is over (0: train the critic only)."""
-    actor_batch_size: int = Field(256, ge=1)
-    """Buffer states per actor step; one utterance is sampled from the policy at each."""
-    micro_batch_size: int = Field(256, ge=1)
-    """Utterances scored per forward pass of the actor; gradients accumulate (memory only)."""
-    actor_states: Literal["buffer", "latest"] = "buffer"
-    """Where actor states come from: "buffer" (the paper: uniform over the replay buffer) or
-    "latest" (the episodes collected this iteration, whole, so their turns are scored packed;
-    the actions sampled in the rollout are used as long as the policy has not changed since)."""
-    critic_batches: Literal["transitions", "episodes"] = "transitions"
-    """How critic batches are drawn: "transitions" (the paper: uniform) or "episodes" (whole
-    episodes, each stored transition as likely; the turns of one episode share the cost of
-    sampling a_pi, several times cheaper with whole-history observations)."""
-    advantage_estimator: Literal["q", "gae"] = "q"
-    """The actor's advantage: "q", the paper's min Q(s, a) - min V(s); or "gae", generalised
-    advantage estimation with the online min V over the newest rollout's own turns
-    (actor_states "latest"): it sees each turn's outcome, which a critic that cannot tell a
-    winning guess from a losing one (Q(s, a) of a small encoder) misses. Several actor steps
-    then take successive minibatches of that rollout (one pass per ``actor_steps``, as an
-    epoch of PPO without its ratio): steps after the first score samples of the policy as it
-    was at the rollout, a small, bounded lag."""
-    gae_lambda: float = Field(0.0, ge=0.0, le=1.0)
-    """GAE's lambda: 0 is the one-step TD error, 1 the discounted return minus V(s)."""
-    warmup_iterations: int = Field(10, ge=0)
-    """Iterations of critic training alone before the actor starts (paper: 10 to 20)."""
-    max_new_tokens: int = Field(32, ge=1)
-    """Longest sampled utterance in tokens, end-of-utterance token included."""
-    temperature: float = Field(1.0, gt=0.0)
-    """Sampling temperature; the actor's log-probabilities are those of this distribution."""
-    normalize_advantages: bool = False
-    """Standardise advantages over each actor batch (stability option, off in the paper)."""
-    advantage_clip: float | None = Field(None, gt=0.0)
-    """Clamp advantages to [-c, c], after normalisation (stability option; None: no clip)."""
-    kl_coef: float = Field(0.0, ge=0.0)
-    """Weight of the KL anchor to the policy as it was at the start (the behaviour-cloned one)."""
-    min_visits: int = Field(0, ge=0)
-    """Guard: never raise the probability of an utterance seen fewer times than this (0: off)."""
-    invalid_action_penalty: float = Field(0.0, ge=0.0)
-    """Subtracted from the reward of a turn the environment could not understand (0: off)."""
-    token_baseline: bool = False
-    """Subtract the paper's token-level baseline b(s, a_<t) from each token's advantage."""
-    baseline_lr: float = Field(1e-3, gt=0.0)
-    """Adam learning rate of the token-level baseline (used only with token_baseline)."""
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ArcherConfig:
-        if self.advantage_estimator == "gae" and self.actor_states != "latest":
-            raise ValueError(
-                'advantage_estimator "gae" needs the turns\' own rewards and next states, which '
-                "only the newest rollout's turns have: set actor_states: latest, or use "
-                "advantage_estimator: q"
-            )
-        if self.normalize_advantages and self.actor_batch_size < 2 and self.actor_steps > 0:
-            raise ValueError(
-                "normalize_advantages needs at least two utterances per actor batch to compute a "
-                f"standard deviation, but actor_batch_size is {self.actor_batch_size}; raise "
-                "actor_batch_size or set normalize_advantages: false"
-            )
-        return self
-
-    @property
-    def sampling(self) -> SamplingParams:
-        """How the policy samples in rollouts, critic targets and actor steps alike."""
-        return SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature)
-
-
-class TokenBaseline(nn.Module):
-    """The paper's token-level baseline: b(s, a_<t) for every token of an utterance.
-
-    Reads hashed word features of the observation and of the decoded prefix of
-    the utterance before token t (its own encoder, so the critic's is not
-    disturbed) and is regressed onto the utterance's advantage
-    (`losses.token_baseline_loss`); the actor weights token t by A - b_t.
-    """
-
-    def __init__(self, hidden_size: int = 64, seed: int = 0) -> None:
-        super().__init__()
-        self.encoder = HashingEncoder(hidden_size=hidden_size, seed=seed + 7)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.head = nn.Sequential(
-                nn.Linear(2 * hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, 1)
-            )
-
-    def forward(
-        self, observations: Sequence[str], prefixes: Sequence[Sequence[str]]
-    ) -> list[torch.Tensor]:
-        """``prefixes[b][t]``: the text of utterance b before token t -> B tensors (T_b,)."""
-        flat_obs = [obs for obs, row in zip(observations, prefixes, strict=True) for _ in row]
-        flat_prefix = [text for row in prefixes for text in row]
-        features = torch.cat([self.encoder.encode(flat_obs), self.encoder.encode(flat_prefix)], -1)
-        values = self.head(features).squeeze(-1)  # (sum T_b,)
-        return list(values.split([len(row) for row in prefixes]))
 
 
 class Archer:
@@ -241,7 +136,7 @@ class Archer:
         )
         self.reference: LocalPolicy | None = None
         if config.kl_coef > 0:
-            self.reference = reference if reference is not None else _frozen_copy(policy)
+            self.reference = reference if reference is not None else frozen_copy(policy)
         self.baseline: TokenBaseline | None = None
         self.baseline_optimizer: torch.optim.Adam | None = None
         if config.token_baseline:
@@ -421,7 +316,17 @@ class Archer:
         if config.normalize_advantages:
             advantages = normalize(advantages)
         visits = self.buffer.visit_counts(texts) if config.min_visits else None
-        baselines = self._baseline_step(observations, generations, advantages)
+        baselines = None
+        if self.baseline is not None and self.baseline_optimizer is not None:
+            baselines = baseline_step(
+                self.baseline,
+                self.baseline_optimizer,
+                self.policy.tokenizer.decode,
+                observations,
+                generations,
+                advantages,
+                self.config.max_grad_norm,
+            )
 
         batch = len(observations)
         history = []
@@ -508,26 +413,6 @@ class Archer:
             return policy.log_probs_packed(observations, token_ids)
         return policy.log_probs(observations, token_ids)
 
-    def _baseline_step(
-        self, observations: Sequence[str], generations: Sequence[Generation], advantages: Any
-    ) -> list[torch.Tensor] | None:
-        """Train the token-level baseline on this batch; its (detached) values for the actor."""
-        if self.baseline is None or self.baseline_optimizer is None:
-            return None
-        decode = self.policy.tokenizer.decode
-        prefixes = [
-            [decode(g.token_ids[:t], skip_special_tokens=True) for t in range(len(g.token_ids))]
-            for g in generations
-        ]
-        values = self.baseline(observations, prefixes)
-        loss, _ = token_baseline_loss(values, advantages)
-        self.baseline_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_and_step(
-            self.baseline_optimizer, list(self.baseline.parameters()), self.config.max_grad_norm
-        )
-        return [v.detach() for v in values]
-
     # -- checkpoints -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Policy weights, critic, target, optimisers, buffer and counters (plain tensors)."""
@@ -545,7 +430,7 @@ class Archer:
             "actor_updates": self.actor_updates,
         }
         if self.reference is not None:
-            state["reference"] = _matching_state(self.reference.model, self.policy.model)
+            state["reference"] = matching_state(self.reference.model, self.policy.model)
         if self.baseline is not None and self.baseline_optimizer is not None:
             state["baseline"] = self.baseline.state_dict()
             state["baseline_optimizer"] = self.baseline_optimizer.state_dict()
@@ -592,24 +477,6 @@ def _episodes_in_order(stored: Sequence[Transition]) -> list[list[Transition]]:
         if transition.done:
             episodes.append([])
     return [episode for episode in episodes if episode]
-
-
-def _frozen_copy(policy: LocalPolicy) -> LocalPolicy:
-    """A copy of ``policy`` whose weights never train (the KL anchor's reference)."""
-    model = copy.deepcopy(policy.model)
-    model.requires_grad_(False)
-    model.eval()
-    return LocalPolicy(model, policy.tokenizer, version=f"{policy.version}-reference")
-
-
-def _matching_state(reference: nn.Module, policy: nn.Module) -> dict[str, torch.Tensor]:
-    """The reference's copies of the parameters the policy trains (the rest never differ)."""
-    trained = {name for name, p in policy.named_parameters() if p.requires_grad}
-    return {
-        name: p.detach().cpu().clone()
-        for name, p in reference.named_parameters()
-        if name in trained
-    }
 
 
 def _mean_metrics(prefix: str, history: Sequence[dict[str, float]]) -> dict[str, float]:
