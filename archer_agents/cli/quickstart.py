@@ -83,6 +83,7 @@ from archer_agents.cli.common import (
     UserError,
     collect_with_progress,
     console,
+    env_factory,
     merge_scope,
     progress_bar,
     run_command,
@@ -196,6 +197,7 @@ def quickstart(
 
     if teacher not in ("expert", "weak"):
         raise UserError(f"--teacher must be weak or expert, not {teacher!r}")
+    env_factory(env_id)  # an unknown id or a failing module: one line, before any work
     scope = merge_scope(merge_within)
     processes = default_processes() if processes is None else processes
     if processes < 1:
