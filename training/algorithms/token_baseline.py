@@ -55,7 +55,7 @@ class TokenBaseline(nn.Module):
 def baseline_step(
     baseline: TokenBaseline,
     optimizer: torch.optim.Optimizer,
-    decode: Callable[..., str],
+    decode: Callable[..., str | list[str]],
     observations: Sequence[str],
     generations: Sequence[Generation],
     advantages: torch.Tensor,
@@ -67,7 +67,7 @@ def baseline_step(
     of each utterance before each of its tokens.
     """
     prefixes = [
-        [decode(g.token_ids[:t], skip_special_tokens=True) for t in range(len(g.token_ids))]
+        [str(decode(g.token_ids[:t], skip_special_tokens=True)) for t in range(len(g.token_ids))]
         for g in generations
     ]
     values = baseline(observations, prefixes)
