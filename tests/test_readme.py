@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from archer_agents.data.episode_log import read_episodes
-from archer_agents.langchain.recorder import latest_revisions
+from archer_agents.data.episode_log import latest_revisions, read_episodes
 from archer_agents.policies.adapters import AdapterRegistry
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -24,11 +24,11 @@ from serving_helpers import start_local_server
 from typer.testing import CliRunner
 
 from archer_agents.cli.app import full_app
-from archer_agents.data.episode_log import read_episodes
+from archer_agents.data.episode_log import latest_revisions, read_episodes
 from archer_agents.data.schema import Episode, Transition
 from archer_agents.formats.prompts import render_messages, render_tool_call
 from archer_agents.langchain.agent import load_agent
-from archer_agents.langchain.recorder import EpisodeRecorder, latest_revisions
+from archer_agents.langchain.recorder import EpisodeRecorder
 from archer_agents.policies.adapters import AdapterRegistry, Deployment
 from archer_agents.policies.local_policy import LocalPolicy, LoraSettings
 from archer_agents.policies.protocol import SamplingParams

@@ -91,6 +91,22 @@ class EpisodeWriter:
         self.close()
 
 
+def latest_revisions(episodes: Iterable[Episode]) -> list[Episode]:
+    """One episode per id: its highest ``metadata["revision"]`` (the last line on a tie).
+
+    A recorder writes an episode again when feedback arrives after it was
+    written; read logs through this before training. Order follows each id's
+    first appearance.
+    """
+    best: dict[str, Episode] = {}
+    for episode in episodes:
+        current = best.get(episode.episode_id)
+        revision = int(episode.metadata.get("revision", 0))
+        if current is None or revision >= int(current.metadata.get("revision", 0)):
+            best[episode.episode_id] = episode
+    return list(best.values())
+
+
 def _ends_with_newline(path: Path) -> bool:
     with path.open("rb") as f:
         f.seek(-1, os.SEEK_END)

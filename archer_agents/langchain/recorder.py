@@ -20,8 +20,9 @@ puts the reward on the last transition and writes the episode. Until then a
 finished episode waits in memory; `flush` (and `close`) write the waiting ones
 as they are, marked ``total_reward=None`` and ``metadata["reward_pending"]``,
 which offline training leaves out. Feedback for an episode already written
-writes it again with ``metadata["revision"]`` one higher; `latest_revisions`
-keeps the newest line of each episode. With ``wait_for_feedback=False`` every
+writes it again with ``metadata["revision"]`` one higher;
+`archer_agents.data.episode_log.latest_revisions` keeps the newest line of each
+episode. With ``wait_for_feedback=False`` every
 episode is written as soon as its run ends.
 
 ``redact`` (str -> str) masks personal data in every text before anything is
@@ -46,7 +47,7 @@ import re
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -539,22 +540,6 @@ class EpisodeRecorder(BaseCallbackHandler):
             while len(self._written) > self.max_waiting:
                 self._written.popitem(last=False)
             return True
-
-
-def latest_revisions(episodes: Iterable[Episode]) -> list[Episode]:
-    """One episode per id: its highest ``metadata["revision"]`` (the last line on a tie).
-
-    A recorder writes an episode again when feedback arrives after it was
-    written; read logs through this before training. Order follows each id's
-    first appearance.
-    """
-    best: dict[str, Episode] = {}
-    for episode in episodes:
-        current = best.get(episode.episode_id)
-        revision = int(episode.metadata.get("revision", 0))
-        if current is None or revision >= int(current.metadata.get("revision", 0)):
-            best[episode.episode_id] = episode
-    return list(best.values())
 
 
 def _rewarded(episode: Episode, reward: float, success: bool | None) -> Episode:

@@ -20,7 +20,7 @@ rollouts, a LangChain agent's recorded production episodes, an import):
   (`training.bc.action_token_ids`). An episode written more than once (a
   recorder writes it again, ``metadata["revision"]`` one higher, when its
   reward arrives late) counts once, in its latest revision
-  (`archer_agents.langchain.recorder.latest_revisions`). Episodes whose reward has not
+  (`archer_agents.data.episode_log.latest_revisions`). Episodes whose reward has not
   arrived yet (``total_reward`` None, from production logs) are left out, with
   a warning.
 - No environment is ever touched: `OfflineArcher.actor` exists only so the
@@ -43,9 +43,8 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from archer_agents.critic.model import DoubleCritic, polyak_update
-from archer_agents.data.episode_log import ReadReport, read_episodes
+from archer_agents.data.episode_log import ReadReport, latest_revisions, read_episodes
 from archer_agents.data.schema import Episode, Transition
-from archer_agents.langchain.recorder import latest_revisions
 from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.policies.protocol import SamplingParams
 from archer_agents.training.algorithm import unique_modules
