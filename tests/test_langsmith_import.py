@@ -24,7 +24,8 @@ from archer_agents.cli.app import full_app
 from archer_agents.data.episode_log import read_episodes
 from archer_agents.formats.prompts import render_tool_call
 from archer_agents.langchain.langsmith_import import episodes_from_lines, import_langsmith
-from archer_agents.langchain.recorder import EpisodeRecorder, redact_patterns
+from archer_agents.langchain.recorder import EpisodeRecorder
+from archer_agents.langchain.redaction import redact_patterns
 from archer_agents.tools.twenty_questions import make_twenty_questions_tool
 
 ROOT = "1f0c6a52-0d6e-4c39-9d0a-3c8c2b0f7a01"

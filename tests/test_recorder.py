@@ -34,7 +34,8 @@ from archer_agents.data.episode_log import latest_revisions, read_episodes
 from archer_agents.data.schema import Episode
 from archer_agents.formats.prompts import render_messages, render_tool_call
 from archer_agents.langchain.chat_model import ArcherChatModel
-from archer_agents.langchain.recorder import EpisodeRecorder, redact_patterns
+from archer_agents.langchain.recorder import EpisodeRecorder
+from archer_agents.langchain.redaction import redact_patterns
 from archer_agents.policies.protocol import Generation, SamplingParams
 from archer_agents.tools.twenty_questions import make_twenty_questions_tool
 

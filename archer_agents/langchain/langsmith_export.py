@@ -41,7 +41,7 @@ from langchain_core.messages import (
     messages_from_dict,
 )
 
-from archer_agents.langchain.recorder import ModelCall
+from archer_agents.langchain.transitions import ModelCall
 
 RUN_TYPES = frozenset({"llm", "chain", "tool", "retriever", "prompt", "parser", "embedding"})
 

@@ -4,7 +4,7 @@ The export is read by `archer_agents.langchain.langsmith_export` (its format,
 the message forms it reads, and how bad lines are reported are described
 there). Each trace (a root run and its descendants) becomes one `Episode`
 (``source="import"``, ``episode_id`` = the root run id), built by the function
-that builds `EpisodeRecorder`'s episodes (`recorder.episode_transitions`): one
+that builds `EpisodeRecorder`'s episodes (`transitions.episode_transitions`): one
 transition per ``llm`` run, in execution order, the observation rendered by
 `prompts.render_messages` and the action by `prompts.render_action`, so an
 imported trace and a recorded run of the same conversation give the same
@@ -39,12 +39,8 @@ from archer_agents.langchain.langsmith_export import (
     read_runs,
     tool_message,
 )
-from archer_agents.langchain.recorder import (
-    ModelCall,
-    Redactor,
-    episode_transitions,
-    redact_episode,
-)
+from archer_agents.langchain.redaction import Redactor, redact_episode
+from archer_agents.langchain.transitions import ModelCall, episode_transitions
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,8 @@
 Attach the recorder as a callback (``agent.invoke(inputs, config={"callbacks":
 [recorder]})`` or ``agent.with_config(callbacks=[recorder])``) and each
 top-level run becomes one `Episode` (``source="langchain"``, ``episode_id`` =
-the run id) with one transition per model call:
+the run id) with one transition per model call (built by
+`archer_agents.langchain.transitions`):
 
 - ``observation``: what the model saw, rendered by `prompts.render_messages`
   (with the tools it was offered), the text format training uses;
@@ -25,9 +26,10 @@ writes it again with ``metadata["revision"]`` one higher;
 episode. With ``wait_for_feedback=False`` every
 episode is written as soon as its run ends.
 
-``redact`` (str -> str) masks personal data in every text before anything is
-written; where it changes an observation or an action, the token ids of that
-text (which spell the original) are dropped too.
+``redact`` (str -> str, e.g. from `archer_agents.langchain.redaction.redact_patterns`)
+masks personal data in every text before anything is written; where it changes
+an observation or an action, the token ids of that text (which spell the
+original) are dropped too.
 
 The recorder never raises into the agent: a failing callback is logged, and a
 failed write is logged and kept in memory until `flush` succeeds. Runs whose
@@ -43,11 +45,10 @@ import json
 import logging
 import math
 import os
-import re
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -57,15 +58,13 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
 from archer_agents.data.episode_log import EpisodeWriter
-from archer_agents.data.schema import Episode, Transition
-from archer_agents.formats.prompts import render_action, render_messages
+from archer_agents.data.schema import Episode
+from archer_agents.langchain.redaction import Redactor, redact_episode
+from archer_agents.langchain.transitions import ModelCall, episode_transitions
 
 logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-Redactor = Callable[[str], str]
-"""Maps a text to the same text with personal data masked."""
 
 
 def _guarded(method: F) -> F:
@@ -80,40 +79,6 @@ def _guarded(method: F) -> F:
             return None
 
     return wrapper  # type: ignore[return-value]
-
-
-@dataclass
-class ModelCall:
-    """One model call: what the model saw, what it said, and what came back after."""
-
-    run_id: str
-    messages: list[BaseMessage] | None
-    """The chat messages the model saw (None for a plain-text LLM)."""
-    prompt: str | None
-    """The prompt of a plain-text LLM."""
-    tools: list[dict[str, Any]]
-    name: str | None
-    answer: AIMessage | None = None
-    text: str | None = None
-    generation_info: dict[str, Any] = field(default_factory=dict)
-    after: list[BaseMessage] = field(default_factory=list)
-    """Tool outputs that came back after this call."""
-
-    def observation(self) -> str:
-        if self.messages is None:
-            return self.prompt or ""
-        return render_messages(self.messages, self.tools)
-
-    def action(self) -> str:
-        if self.answer is not None:
-            return render_action(self.answer)
-        return self.text or ""
-
-    def default_next_observation(self) -> str:
-        if self.messages is None:
-            return self.observation() + self.action()
-        said: list[BaseMessage] = [self.answer] if self.answer is not None else []
-        return render_messages([*self.messages, *said, *self.after], self.tools)
 
 
 @dataclass
@@ -556,161 +521,5 @@ def _rewarded(episode: Episode, reward: float, success: bool | None) -> Episode:
     return rewarded
 
 
-def episode_transitions(
-    calls: Sequence[ModelCall], *, ended_with_error: bool = False
-) -> list[Transition]:
-    """One transition per answered call, reward 0; the last is terminal (or truncated on error).
-
-    ``next_observation`` is the next call's observation when that call continues
-    this one's conversation (its rendering starts with this call's messages and
-    answer), else this call's conversation with its answer and the tool outputs
-    that came back after it.
-    """
-    answered = [c for c in calls if c.answer is not None or c.text is not None]
-    observations = [c.observation() for c in answered]
-    transitions = []
-    for index, call in enumerate(answered):
-        action = call.action()
-        if call.messages is not None and call.answer is not None:
-            prefix = render_messages([*call.messages, call.answer], call.tools)
-        else:
-            prefix = observations[index] + action
-        following = observations[index + 1] if index + 1 < len(answered) else None
-        continues = following is not None and following.startswith(prefix)
-        last = index == len(answered) - 1
-        metadata: dict[str, Any] = dict(call.generation_info)
-        if call.answer is not None:
-            metadata.update(call.answer.response_metadata or {})
-        transitions.append(
-            Transition(
-                observation=observations[index],
-                action=action,
-                reward=0.0,
-                next_observation=following if continues else call.default_next_observation(),
-                terminated=last and not ended_with_error,
-                truncated=last and ended_with_error,
-                info=_call_info(call),
-                **token_fields(metadata),
-            )
-        )
-    return transitions
-
-
-def _call_info(call: ModelCall) -> dict[str, Any]:
-    info: dict[str, Any] = {"run_id": call.run_id}
-    if call.name:
-        info["model"] = call.name
-    if call.answer is not None and call.answer.tool_calls:
-        info["tool_calls"] = [c["name"] for c in call.answer.tool_calls]
-    return info
-
-
-def token_fields(metadata: dict[str, Any]) -> dict[str, Any]:
-    """`Transition` fields a model reported in its response metadata / generation info.
-
-    ``prompt_token_ids``, ``action_token_ids``, ``action_logprobs`` and
-    ``policy_version``, from `ArcherChatModel`'s keys (``token_ids``,
-    ``token_logprobs``, ``prompt_token_ids``, ``policy_version``) or from
-    OpenAI-form ``logprobs`` whose tokens read ``token_id:N`` (vLLM with
-    ``return_tokens_as_token_ids``). Ids are left out when a stop sequence cut
-    the text after sampling, since they would no longer spell the action.
-    """
-    fields: dict[str, Any] = {}
-    version = metadata.get("policy_version") or metadata.get("model_name")
-    if version:
-        fields["policy_version"] = str(version)
-    if metadata.get("stop_sequence") is not None:
-        return fields
-    ids = _int_list(metadata.get("token_ids"))
-    logprobs = _float_list(metadata.get("token_logprobs"))
-    if ids is None:
-        ids, logprobs = _openai_logprobs(metadata.get("logprobs"))
-    if ids is not None:
-        fields["action_token_ids"] = ids
-        if logprobs is not None and len(logprobs) == len(ids):
-            fields["action_logprobs"] = logprobs
-    prompt_ids = _int_list(metadata.get("prompt_token_ids"))
-    if prompt_ids:
-        fields["prompt_token_ids"] = prompt_ids
-    return fields
-
-
-def _openai_logprobs(payload: Any) -> tuple[list[int] | None, list[float] | None]:
-    """Ids and logprobs from OpenAI-form ``logprobs`` whose tokens read ``token_id:N`` (vLLM)."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("content"), list):
-        return None, None
-    ids, logprobs = [], []
-    for entry in payload["content"]:
-        token = entry.get("token") if isinstance(entry, dict) else None
-        if not isinstance(token, str) or not token.startswith("token_id:"):
-            return None, None
-        try:
-            ids.append(int(token.removeprefix("token_id:")))
-            logprobs.append(float(entry["logprob"]))
-        except (KeyError, TypeError, ValueError):
-            return None, None
-    return (ids, logprobs) if ids else (None, None)
-
-
-def _int_list(value: Any) -> list[int] | None:
-    if isinstance(value, list) and all(isinstance(v, int) for v in value):
-        return list(value)
-    return None
-
-
-def _float_list(value: Any) -> list[float] | None:
-    if isinstance(value, list) and all(isinstance(v, int | float) for v in value):
-        return [float(v) for v in value]
-    return None
-
-
 def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
-
-
-def redact_episode(episode: Episode, redact: Redactor) -> Episode:
-    """A copy with every text masked; token ids of changed texts dropped."""
-    transitions = []
-    for t in episode.transitions:
-        observation = redact(t.observation)
-        action = redact(t.action)
-        updates: dict[str, Any] = {
-            "observation": observation,
-            "action": action,
-            "next_observation": redact(t.next_observation),
-            "info": _redact_tree(t.info, redact),
-        }
-        if observation != t.observation:
-            updates["prompt_token_ids"] = None
-        if action != t.action:
-            updates["action_token_ids"] = None
-            updates["action_logprobs"] = None
-        transitions.append(t.model_copy(update=updates))
-    return episode.model_copy(
-        update={"transitions": transitions, "metadata": _redact_tree(episode.metadata, redact)}
-    )
-
-
-def _redact_tree(value: Any, redact: Redactor) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {k: _redact_tree(v, redact) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact_tree(v, redact) for v in value]
-    return value
-
-
-def redact_patterns(patterns: Sequence[tuple[str, str]]) -> Redactor:
-    """A redactor from ``(regex, replacement)`` pairs, applied in order.
-
-    Example: ``redact_patterns([(r"[\\w.+-]+@[\\w-]+\\.[\\w.]+", "<email>")])``.
-    """
-    compiled = [(re.compile(pattern), replacement) for pattern, replacement in patterns]
-
-    def redact(text: str) -> str:
-        for pattern, replacement in compiled:
-            text = pattern.sub(replacement, text)
-        return text
-
-    return redact
