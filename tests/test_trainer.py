@@ -152,6 +152,18 @@ def test_offline_algorithms_get_no_rollouts(tiny_model_dir: Path, tmp_path: Path
     assert result.counters.iteration == 2 and result.counters.episodes == 0
     assert not trainer.episodes_path.exists() or trainer.episodes_path.stat().st_size == 0
     assert "rollout/return_mean" not in read_metrics(trainer.metrics_path)[0]
+    assert any(k.startswith("eval/") for r in read_metrics(trainer.metrics_path) for k in r)
+
+    # Without an environment an offline run plays nothing, evaluations included.
+    blind = Trainer(algorithm, None, tmp_path / "blind", TrainerConfig(iterations=1, eval_every=1))
+    assert blind.train().counters.iteration == 1
+    records = read_metrics(blind.metrics_path)
+    assert records and not any(k.startswith("eval/") for r in records for k in r)
+    assert json.loads((tmp_path / "blind" / "run.json").read_text())["env_id"] is None
+
+    online = Archer(ArcherConfig(), LocalPolicy.from_pretrained(tiny_model_dir, seed=0))
+    with pytest.raises(ValueError, match="plays episodes while it trains"):
+        Trainer(online, None, tmp_path / "online")
 
 
 KILLABLE = textwrap.dedent(

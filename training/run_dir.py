@@ -140,7 +140,7 @@ class RunDir:
 
 
 def run_info(
-    algorithm: Algorithm, env_id: str, trainer_config: BaseModel, extra: dict[str, Any]
+    algorithm: Algorithm, env_id: str | None, trainer_config: BaseModel, extra: dict[str, Any]
 ) -> dict[str, Any]:
     """What ``run.json`` records: the algorithm, environment, settings and ``extra``."""
     info = {

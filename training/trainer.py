@@ -133,7 +133,9 @@ class Trainer:
 
     Args:
         algorithm: the method to train.
-        env_id: a registered environment id (used for collection and evaluation).
+        env_id: the environment (a registered id or ``module:id``) to collect and
+            evaluate on; None for an offline algorithm trained from logs only,
+            which then plays nothing and records no ``eval/`` figures.
         run_dir: where the run's files go (see the module docstring).
         config: the loop's settings.
         env_factory: builds environments; defaults to ``gymnasium.make(env_id)``.
@@ -150,7 +152,7 @@ class Trainer:
     def __init__(
         self,
         algorithm: Algorithm,
-        env_id: str,
+        env_id: str | None,
         run_dir: str | Path,
         config: TrainerConfig | None = None,
         *,
@@ -164,7 +166,13 @@ class Trainer:
         self.env_id = env_id
         self.run_dir = Path(run_dir)
         self.config = config or TrainerConfig()
-        self.env_factory = env_factory or make_env_factory(env_id)
+        if env_factory is None and env_id is not None:
+            env_factory = make_env_factory(env_id)
+        if env_factory is None and algorithm.online:
+            raise ValueError(
+                f"{algorithm.name} plays episodes while it trains; pass the environment (env_id)"
+            )
+        self.env_factory: EnvFactory | None = env_factory
         self.run_info = dict(run_info or {})
         self.references = dict(references or {})
         self.on_iteration = on_iteration
@@ -176,6 +184,11 @@ class Trainer:
         self.distributed = distributed or Distributed.from_environment(cpu=on_cpu)
         if self.distributed.enabled and not on_cpu:
             check_devices(modules, self.distributed)
+
+    @property
+    def plays(self) -> bool:
+        """Whether the run has an environment: online collection and evaluations need one."""
+        return self.env_factory is not None
 
     # -- paths -------------------------------------------------------------------
     @property
@@ -223,7 +236,7 @@ class Trainer:
                 iteration = self.counters.iteration + 1
                 started = time.perf_counter()
                 last = self._iteration(iteration, writer)
-                if config.eval_every and iteration % config.eval_every == 0:
+                if self.plays and config.eval_every and iteration % config.eval_every == 0:
                     last.update(self.evaluate())
                     self.counters.last_eval_iteration = iteration
                 self.counters.iteration = iteration
@@ -238,7 +251,7 @@ class Trainer:
                     self.save(writer, metrics_log)
                     checkpointed = iteration
             done = self.counters.iteration
-            if done and self.counters.last_eval_iteration != done:
+            if self.plays and done and self.counters.last_eval_iteration != done:
                 final = self.evaluate()
                 self.counters.last_eval_iteration = done
                 last.update(final)
@@ -291,6 +304,11 @@ class Trainer:
         metrics["time/update_s"] = time.perf_counter() - start
         return metrics
 
+    def _factory(self) -> EnvFactory:
+        if self.env_factory is None:
+            raise RuntimeError("this run has no environment to play; give the Trainer an env_id")
+        return self.env_factory
+
     def _play(
         self,
         total: int,
@@ -308,12 +326,13 @@ class Trainer:
         Every process gets all the episodes, in process order; process 0 writes
         them to ``writer``. One process plays them all, writing each as it ends.
         """
+        factory = self._factory()
         distributed = self.distributed
         actor = self.algorithm.actor()
         num_envs = self.config.num_envs
         if not distributed.enabled:
             return collect(
-                self.env_factory,
+                factory,
                 actor,
                 total,
                 num_envs=num_envs,
@@ -330,7 +349,7 @@ class Trainer:
             count: int, offset: int, share_tasks: Sequence[str] | None
         ) -> tuple[list[Episode], int]:
             result = collect(
-                self.env_factory,
+                factory,
                 actor,
                 count,
                 num_envs=num_envs,
@@ -354,7 +373,7 @@ class Trainer:
         """Play ``eval_episodes`` episodes sweeping the evaluation split; ``eval/...`` metrics."""
         config = self.config
         if self._eval_task_ids is None:
-            self._eval_task_ids = split_task_ids(self.env_factory, config.eval_split)
+            self._eval_task_ids = split_task_ids(self._factory(), config.eval_split)
         start = time.perf_counter()
         result = self._play(
             config.eval_episodes,
@@ -395,7 +414,7 @@ class Trainer:
         return plot_learning_curve(
             records,
             self.curve_path,
-            title=f"{self.algorithm.name} on {self.env_id}",
+            title=f"{self.algorithm.name} on {self.env_id or 'episode logs'}",
             references=self.references,
         )
 

@@ -273,12 +273,9 @@ def train(
         for reason in actor_stall_reasons(trainer_config, algorithm_config):
             if on_stall is not None:
                 on_stall(reason)
-    trainer_class: type[Trainer] = Trainer
-    if env_id is None:
-        if getattr(algorithm_class, "online", True):
-            raise UserError(f"--algo {algo} plays episodes while it trains: pass --env ENV")
-        trainer_config = trainer_config.model_copy(update={"eval_every": 0})
-        trainer_class = _trainer_without_environment()
+    # `online` is a class attribute, or a property (truthy on the class) where a run turns online.
+    if env_id is None and algorithm_class.online:
+        raise UserError(f"--algo {algo} plays episodes while it trains: pass --env ENV")
     lora_settings = LoraSettings() if lora else None
     if model is None:
         model, lora_settings = _model_of_run(out, RUN_FILE) if resume else (None, None)
@@ -286,7 +283,7 @@ def train(
             raise UserError("--model is required: the policy to start from (a model directory)")
     if not Path(model).exists() and not looks_like_hub_id(model):
         raise UserError(f"model {model!r} does not exist; build one with `archer init-model`")
-    factory = _no_environment if env_id is None else env_factory(env_id, env_args)
+    factory = None if env_id is None else env_factory(env_id, env_args)
     policy = LocalPolicy.from_pretrained(model, lora=lora_settings, seed=trainer_config.seed)
     try:
         algorithm = algorithm_class(algorithm_config, policy)
@@ -321,9 +318,9 @@ def train(
             done = iteration if budget is None else min(budget, record["time/train_s"])
             progress.update(task, completed=round(done), info="  ".join(info))
 
-        trainer = trainer_class(
+        trainer = Trainer(
             algorithm,
-            env_id or NO_ENVIRONMENT,
+            env_id,
             out,
             trainer_config,
             env_factory=factory,
@@ -338,25 +335,6 @@ def train(
         finally:
             if served is not None:
                 served.close()
-
-
-NO_ENVIRONMENT = "(none: offline, no --env)"
-"""What a run trained offline without --env records as its environment."""
-
-
-def _no_environment() -> Any:
-    raise UserError("this offline run has no environment to play; pass --env ENV to evaluate")
-
-
-def _trainer_without_environment() -> type[Any]:
-    """The trainer, minus its evaluations: an offline run without --env plays nothing."""
-    from archer_agents.training.trainer import Trainer
-
-    class OfflineTrainer(Trainer):
-        def evaluate(self) -> dict[str, float]:
-            return {}
-
-    return OfflineTrainer
 
 
 def _serve(algorithm: Any, server: str, registry: Path, api_key: str | None, keep: int) -> Any:
