@@ -1,15 +1,15 @@
 """The main job: the embedded default model learns Twenty Questions on a CPU, then ArCHer.
 
-`archer quickstart` (``make demo``), from nothing, in about nine minutes on two cores:
+`archer quickstart` (``make demo``), from nothing, on two CPU cores in under ten minutes:
 
-1. build the embedded demo model (a 0.6M-parameter Llama, tokenizer trained on
-   the game's text);
+1. build the embedded demo model (a small Llama, its tokenizer trained on the
+   game's text);
 2. let the scripted expert play the train split and behaviour-clone it (whole
    episodes per batch, scored packed: `LocalPolicy.log_probs_packed`);
-3. train the cloned policy online with ArCHer (`training.archer`) under the
-   shared trainer, within a time budget, in two processes that each play half
-   of every iteration's episodes and average their gradients
-   (`training.spawn`, `training.distributed`);
+3. train the cloned policy online with ArCHer under the shared trainer, with
+   the ``cpu-small`` preset (`training.presets`) and a time budget, in two
+   processes that each play half of every iteration's episodes and average
+   their gradients (`training.spawn`, `training.distributed`);
 4. print a before/after table on the test split (random, the teacher, the
    cloned policy, ArCHer; success and mean return with 95% intervals over
    tasks) and how much of the gap between the cloned policy and the expert
@@ -19,53 +19,27 @@ Everything lands in the run directory: the teacher's episodes, the cloned
 policy, ArCHer's episode log, metrics (JSONL, TensorBoard), learning curve,
 checkpoints and trained policy, and ``summary.json``.
 
-Choices for a two-core CPU and ten minutes (measured; figures in
-benchmarks/README.md, "The main job"):
+Why these choices, for two cores and ten minutes (the measurements behind
+them are in docs/benchmarks/main-job.md):
 
-- The game is `archer/TwentyQuestionsMini-v0` (52 objects, 12 properties,
-  every object in both splits as in the paper): 700 behaviour-cloning steps
-  take the model from random play (-17.0, 26% success) to about -8.7 and 86%
-  success, with 0.3% invalid questions. On the full game (190 objects, 111
-  properties, 50 held out) the same budget reaches only -16.8 and 31%, with
-  13% invalid questions (word-level tokenizer).
-- The demo tokenizer merges within lines (``--merge-within line``,
-  `tiny_model.train_tokenizer`): each of the game's questions and guesses, and
-  each answered line of the history, is one token, so a history is about 8
-  times shorter than with word-level merges. Cloning is 3.4 times faster (52 s
-  instead of 177 s for 700 steps) and an ArCHer iteration 4 times faster
-  (3.4 s instead of 13.8 s, 64 episodes each), which is what lets ArCHer run
-  about 100 iterations here. ``--merge-within word`` builds the word-level
-  tokenizer of real LLMs; ArCHer then gets about 26 iterations in the same
-  time and does not move the cloned policy.
-- The teacher is the scripted expert: its near-deterministic questions are
-  cloned several times faster than the weak agent's random ones.
-- Two processes of one torch thread each for the ArCHer phase: batched
-  generation and the actor's step of a model this small are bound by
-  per-call overhead, not arithmetic, so a second thread in one process did
-  not help (it made forward passes slower, up to several times), while a
-  second process nearly doubles the work done per second in rollouts and actor
-  steps: 215 iterations in 7 minutes against 142 in one process
-  (``--processes 1``).
-- ArCHer (the ``cpu-small`` preset, `training.presets`) at CPU scale, not the paper's settings (see
-  `ArcherConfig` for those): iterations of 128 episodes; three critic steps of
-  64 turns per iteration on whole episodes (their fresh a_pi share their
-  histories); a hashed-feature critic that sees each turn's question and
-  answer together; one actor step per iteration over all its episodes' turns,
-  scored packed, with GAE over the online V; advantage normalisation and
-  clipping, the visit-count guard and a penalty for invalid questions
-  (docs/algorithm.md, "Stability options"). Seven minutes are about 215 iterations
-  (27,500 episodes); ArCHer then closes more than half of the gap between the
-  cloned policy and the expert (67% in the measured main job; 54-64% in three
-  runs of the two-process phase alone, 6 or 7 minutes), with at least 98.7%
-  valid questions in every rollout. In one process it closed 55% (142
-  iterations; 39-54% in runs of about 100 iterations before the rollout
-  speed-ups); iterations of 64 episodes closed 21-39%: the actor's step needs
-  the larger batch. Actor
-  learning rates of 4e-4 and above, a KL anchor and a linearly annealed rate
-  did not do clearly better, and some of their runs dipped below 98% valid
-  questions. ArCHer cuts the cloned policy's guesses that the answers rule out
-  from 1.64 to 0.19 per episode; the rest of the gap is guessing before its
-  questions narrow the objects down (benchmarks/README.md, "The main job").
+- The game is `archer/TwentyQuestionsMini-v0` (every object in both splits,
+  as in the paper): behaviour cloning gets a small model far from random
+  play within the budget, which the full game does not.
+- The demo tokenizer merges within lines (``--merge-within line``): each of
+  the game's questions and guesses, and each answered line of the history, is
+  one token. Histories are several times shorter than with word-level merges,
+  which is what lets ArCHer run enough iterations; ``--merge-within word``
+  builds the word-level tokenizer of real LLMs.
+- The teacher is the scripted expert: its near-deterministic questions clone
+  faster than the weak agent's random ones.
+- Two processes of one torch thread each: batched generation and the actor's
+  step of a model this small are bound by per-call overhead, not arithmetic,
+  so a second process does far more work per second than a second thread
+  (``--processes 1`` keeps one).
+- ArCHer at CPU scale, not the paper's settings: large iterations, few
+  critic steps on whole episodes, one actor step over all the turns of an
+  iteration with GAE over the online V, and the stability options
+  (docs/algorithm.md, "Stability options") that keep its questions valid.
 """
 
 from __future__ import annotations
