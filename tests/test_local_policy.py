@@ -10,7 +10,8 @@ import pytest
 import torch
 from peft import PeftModel
 
-from archer_agents.policies.local_policy import LocalPolicy, LoraSettings, warped_log_probs
+from archer_agents.policies.decoding import warped_log_probs
+from archer_agents.policies.local_policy import LocalPolicy, LoraSettings
 from archer_agents.policies.protocol import Policy, SamplingParams
 
 SHORT = "Questions:\n"

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from archer_agents.environments.base import TextEnv
-from archer_agents.policies.local_policy import LocalPolicy, PromptCache
+from archer_agents.policies.decoding import PromptCache
+from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.policies.protocol import Generation, SamplingParams
 
 

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from archer_agents.policies.local_policy import LocalPolicy, warped_log_probs
+from archer_agents.policies.decoding import warped_log_probs
+from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.policies.protocol import Generation, SamplingParams
 from archer_agents.serving.openai_protocol import APIError
 
