@@ -48,7 +48,7 @@ _EXPORTS: dict[str, str] = {
     "Archer": "archer_agents.training.algorithms.archer",
     "ArcherConfig": "archer_agents.training.algorithms.archer",
     "Trainer": "archer_agents.training.trainer",
-    "TrainerConfig": "archer_agents.training.trainer",
+    "TrainerConfig": "archer_agents.training.trainer_config",
 }
 
 __all__ = [
@@ -100,4 +100,5 @@ if TYPE_CHECKING:
     from archer_agents.policies.local_policy import LocalPolicy
     from archer_agents.policies.protocol import Generation, Policy, SamplingParams
     from archer_agents.training.algorithms.archer import Archer, ArcherConfig
-    from archer_agents.training.trainer import Trainer, TrainerConfig
+    from archer_agents.training.trainer import Trainer
+    from archer_agents.training.trainer_config import TrainerConfig

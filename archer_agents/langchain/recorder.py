@@ -9,33 +9,26 @@ the run id) with one transition per model call (built by
 - ``observation``: what the model saw, rendered by `prompts.render_messages`
   (with the tools it was offered), the text format training uses;
 - ``action``: what it said, `prompts.render_action` (tool calls included);
-- ``next_observation``: what came back: the next model call's observation when
-  that call continues this conversation, else the conversation with the action
-  and the tool outputs that followed it;
-- token ids, per-token log-probabilities and the prompt ids, when the model
-  reports them (`ArcherChatModel` does; so does vLLM's OpenAI server asked for
-  logprobs with ``return_tokens_as_token_ids``), and the policy version.
+- ``next_observation``: the next model call's observation when it continues
+  this conversation, else this one with the action and the tool outputs after it;
+- token ids, log-probabilities and prompt ids when the model reports them
+  (`ArcherChatModel`, vLLM with ``return_tokens_as_token_ids``), and the policy version.
 
 Rewards come later: ``recorder.feedback(run_or_episode_id, reward, success)``
-puts the reward on the last transition and writes the episode. Until then a
-finished episode waits in memory; `flush` (and `close`) write the waiting ones
-as they are, marked ``total_reward=None`` and ``metadata["reward_pending"]``,
-which offline training leaves out. Feedback for an episode already written
-writes it again with ``metadata["revision"]`` one higher;
-`archer_agents.data.episode_log.latest_revisions` keeps the newest line of each
-episode. With ``wait_for_feedback=False`` every
-episode is written as soon as its run ends.
+puts the reward on the last transition and writes the episode. Until then it
+waits in memory; `flush` and `close` write waiting episodes as they are, marked
+``metadata["reward_pending"]`` (offline training leaves them out). Feedback for
+an episode already written writes it again, ``metadata["revision"]`` one
+higher (`archer_agents.data.episode_log.latest_revisions` keeps the newest).
+With ``wait_for_feedback=False`` an episode is written as soon as its run ends.
 
-``redact`` (str -> str, e.g. from `archer_agents.langchain.redaction.redact_patterns`)
-masks personal data in every text before anything is written; where it changes
-an observation or an action, the token ids of that text (which spell the
-original) are dropped too.
+``redact`` (str -> str, e.g. `archer_agents.langchain.redaction.redact_patterns`)
+masks personal data in every text before anything is written, dropping the
+token ids of any text it changes (they spell the original).
 
-The recorder never raises into the agent: a failing callback is logged, and a
-failed write is logged and kept in memory until `flush` succeeds. Runs whose
-parent run the recorder never saw (a recorder attached to one model inside a
-graph) are recorded as episodes of their own; runs that call no model are not
-episodes and are not recorded.
+The recorder never raises into the agent: a failing callback is logged, a
+failed write kept in memory until `flush` succeeds. A run whose parent the
+recorder never saw is an episode of its own; a run that calls no model is none.
 """
 
 from __future__ import annotations
@@ -60,7 +53,7 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from archer_agents.data.episode_log import EpisodeWriter
 from archer_agents.data.schema import Episode
 from archer_agents.langchain.redaction import Redactor, redact_episode
-from archer_agents.langchain.transitions import ModelCall, episode_transitions
+from archer_agents.langchain.transitions import ModelCall, episode_transitions, with_reward
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +177,7 @@ class EpisodeRecorder(BaseCallbackHandler):
                 episode = self._unwritten.pop(episode_id)
             else:
                 episode = self._written[episode_id].model_copy(deep=True)
-            self._write(_rewarded(episode, reward, success))
+            self._write(with_reward(episode, reward, success))
         return episode_id
 
     def flush(self) -> int:
@@ -387,7 +380,7 @@ class EpisodeRecorder(BaseCallbackHandler):
                     root=root,
                     name=name,
                     tags=list(tags or []),
-                    metadata=_json_safe(dict(metadata or {})),
+                    metadata=json.loads(json.dumps(dict(metadata or {}), default=str)),
                     started_at=datetime.now(timezone.utc),
                 )
             self._root_of[run_id] = root
@@ -421,7 +414,7 @@ class EpisodeRecorder(BaseCallbackHandler):
             self.last_episode_id = episode.episode_id
             early = self._early_feedback.pop(trace.root, None)
             if early is not None:
-                self._write(_rewarded(episode, *early))
+                self._write(with_reward(episode, *early))
             elif self.wait_for_feedback:
                 self._waiting[episode.episode_id] = episode
                 while len(self._waiting) > self.max_waiting:
@@ -505,21 +498,3 @@ class EpisodeRecorder(BaseCallbackHandler):
             while len(self._written) > self.max_waiting:
                 self._written.popitem(last=False)
             return True
-
-
-def _rewarded(episode: Episode, reward: float, success: bool | None) -> Episode:
-    rewarded = episode.model_copy(deep=True)
-    if rewarded.transitions:
-        last = rewarded.transitions[-1]
-        last.reward = reward
-        last.terminated = last.terminated or not last.truncated
-    rewarded.total_reward = (
-        float(sum(t.reward for t in rewarded.transitions)) if rewarded.transitions else reward
-    )
-    rewarded.success = success
-    rewarded.metadata["reward_pending"] = False
-    return rewarded
-
-
-def _json_safe(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))

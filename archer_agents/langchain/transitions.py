@@ -20,7 +20,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from archer_agents.data.schema import Transition
+from archer_agents.data.schema import Episode, Transition
 from archer_agents.formats.prompts import render_action, render_messages
 
 
@@ -164,3 +164,23 @@ def _float_list(value: Any) -> list[float] | None:
     if isinstance(value, list) and all(isinstance(v, int | float) for v in value):
         return [float(v) for v in value]
     return None
+
+
+def with_reward(episode: Episode, reward: float, success: bool | None) -> Episode:
+    """A copy of ``episode`` with its reward given: on the last transition, which then ends it.
+
+    Rewards reach a recorded episode after its run (``recorder.feedback``); the
+    copy's ``total_reward`` is the sum over transitions, and it is no longer
+    marked ``reward_pending``.
+    """
+    rewarded = episode.model_copy(deep=True)
+    if rewarded.transitions:
+        last = rewarded.transitions[-1]
+        last.reward = reward
+        last.terminated = last.terminated or not last.truncated
+    rewarded.total_reward = (
+        float(sum(t.reward for t in rewarded.transitions)) if rewarded.transitions else reward
+    )
+    rewarded.success = success
+    rewarded.metadata["reward_pending"] = False
+    return rewarded

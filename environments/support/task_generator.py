@@ -1,18 +1,16 @@
 """SupportSim's task generator: tasks from intent templates over a generated database.
 
 A task is built from one of ten intent templates over a user of its split
-(train and test users are disjoint). Every gold action is replayed on a working
-fork of the database as it is built, so a later intent sees the earlier ones'
-effect and an action the database refuses stops generation. Every task has gold
-writes or required outputs, so an agent that does nothing never wins one.
+(disjoint train and test users). Every gold action is replayed on a working
+fork of the database, so a later intent sees the earlier ones' effect and an
+action the database refuses stops generation; doing nothing never wins a task.
 
 Templates: ``cancel``, ``return``, ``exchange`` (with a fallback variant when
 the first choice is out of stock), ``modify_address``, ``modify_items``,
 ``modify_payment``, ``info_order`` (tracking number or total paid),
-``info_product`` (current price of a variant), ``refuse`` (a request the
-policy forbids: cancelling another customer's order, cancelling or returning a
-shipped order; followed by an order question, so the right answer is to refuse
-and then help) and ``two_intents`` (two requests on two orders in one call).
+``info_product`` (current price of a variant), ``refuse`` (a forbidden request,
+such as cancelling another customer's or a shipped order, then an order question:
+refuse, then help) and ``two_intents`` (two requests on two orders in one call).
 """
 
 from __future__ import annotations
