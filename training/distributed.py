@@ -54,6 +54,7 @@ import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import numpy as np
@@ -173,14 +174,26 @@ def broadcast_module(module: nn.Module) -> None:
             dist.broadcast(tensor.data, src=0)
 
 
+LEAVE_TIMEOUT_S = 30.0
+"""How long a process waits at exit for the others before it leaves the group anyway."""
+
+
 def _leave_process_group() -> None:
     """Tear the process group down before the interpreter exits.
 
     A gloo group left to the interpreter's teardown can abort the process
-    ("terminate called without an active exception") after a clean run.
+    ("terminate called without an active exception") after a clean run, and so
+    can one destroyed while another process still talks to it: the processes
+    first wait for each other, a bounded time (a process that failed never
+    arrives), then each leaves.
     """
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        dist.monitored_barrier(timeout=timedelta(seconds=LEAVE_TIMEOUT_S))
+    except Exception:  # a process that failed or left already: leave anyway
+        logger.debug("not every process reached the end; leaving the group", exc_info=True)
+    dist.destroy_process_group()
 
 
 @dataclass(frozen=True)
