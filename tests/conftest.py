@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytest_plugins = ["chat_fixtures"]
+
 # Tiny models gain nothing from intra-op threads, and the suite's processes share two cores.
 torch.set_num_threads(1)
 

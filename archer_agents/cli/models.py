@@ -23,11 +23,37 @@ from archer_agents.cli.common import (
 
 def init_model_command(
     output: Annotated[Path, typer.Argument(help="Directory to write the model and tokenizer to.")],
-    size: Annotated[str, typer.Option(help="Named size: 'test' or 'demo'.")] = "demo",
-    vocab_size: Annotated[int, typer.Option(help="Tokenizer vocabulary size.")] = 1024,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="Write this real base model instead (offline, from an installed package): "
+            "'smollm2-135m-instruct'.",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Copy this transformers model (hub id or folder) instead, adding a "
+            "tool-calling chat template when its own has none.",
+        ),
+    ] = None,
+    family: Annotated[
+        str | None,
+        typer.Option(
+            help="With --model: the tool-calling template, 'chatml' or 'llama3' "
+            "(default: read from the tokenizer's special tokens).",
+        ),
+    ] = None,
+    size: Annotated[
+        str | None, typer.Option(help="Named size: 'test' or 'demo' [default: demo].")
+    ] = None,
+    vocab_size: Annotated[
+        int | None, typer.Option(help="Tokenizer vocabulary size [default: 1024].")
+    ] = None,
     merge_within: Annotated[
-        str, typer.Option(help="Tokenizer merges stay within a 'word' or a 'line'.")
-    ] = "word",
+        str | None,
+        typer.Option(help="Tokenizer merges stay within a 'word' or a 'line' [default: word]."),
+    ] = None,
     env: Annotated[
         list[str] | None,
         typer.Option(
@@ -44,21 +70,36 @@ def init_model_command(
     seed: Annotated[int, typer.Option(help="Seed for the weights.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing directory.")] = False,
 ) -> None:
-    """Build the embedded default model: a small Llama, tokenizer trained on the envs' text.
+    """Build the embedded default model, or write a real base model or a copy of one.
 
-    The tokenizer learns from scripted play in the --env environments and from the
-    --text files; with neither, from every archer environment.
+    By default: a small Llama whose tokenizer learns from scripted play in the
+    --env environments and from the --text files (with neither, from every
+    archer environment). --base writes a real instruct model offline; --model
+    copies any transformers model. Both get a tool-calling chat template.
     """
 
     def run() -> None:
         from archer_agents.policies.tiny_model import MODEL_SIZES, init_model
         from archer_agents.training.corpus import environment_corpus, text_file_corpus
 
-        if size not in MODEL_SIZES:
-            raise UserError(f"unknown size {size!r}; choose one of {sorted(MODEL_SIZES)}")
-        scope = merge_scope(merge_within)
+        embedded = {
+            "--size": size,
+            "--vocab-size": vocab_size,
+            "--merge-within": merge_within,
+            "--env": env,
+            "--text": text,
+            "--env-arg": env_args,
+        }
+        _check_init_options(base, model, family, embedded)
         if output.exists() and any(output.iterdir()) and not overwrite:
             raise UserError(f"{output} is not empty; pass --overwrite or choose another directory")
+        if base is not None or model is not None:
+            _write_real_model(output, base=base, model=model, family=family, overwrite=overwrite)
+            return
+        chosen_size = size or "demo"
+        if chosen_size not in MODEL_SIZES:
+            raise UserError(f"unknown size {chosen_size!r}; choose one of {sorted(MODEL_SIZES)}")
+        scope = merge_scope(merge_within or "word")
         kwargs = parse_env_args(env_args)
         env_ids = list(env or [])
         for env_id in env_ids:
@@ -67,12 +108,12 @@ def init_model_command(
         if env_ids or not texts:
             with console.status("playing scripted agents for tokenizer text..."):
                 texts += environment_corpus(env_ids or None, seed=seed, env_kwargs=kwargs)
-        with console.status(f"training tokenizer and building the {size} model..."):
+        with console.status(f"training tokenizer and building the {chosen_size} model..."):
             path = init_model(
                 output,
                 texts,
-                size=size,
-                vocab_size=vocab_size,
+                size=chosen_size,
+                vocab_size=vocab_size or 1024,
                 seed=seed,
                 overwrite=overwrite,
                 merge_within=scope,
@@ -80,6 +121,53 @@ def init_model_command(
         console.print(f"model written to [bold]{path}[/] ({len(texts)} corpus texts)")
 
     run_command(run)
+
+
+def _check_init_options(
+    base: str | None, model: str | None, family: str | None, embedded: dict[str, Any]
+) -> None:
+    """One line when `init-model`'s options ask for two kinds of model at once."""
+    from archer_agents.formats.chat_templates import TOOL_TEMPLATES
+    from archer_agents.policies.base_models import BASE_MODELS
+
+    if base is not None and model is not None:
+        raise UserError("--base and --model each choose the model; pass only one")
+    given = [name for name, value in embedded.items() if value]
+    chosen = "--base" if base is not None else "--model" if model is not None else None
+    if chosen is not None and given:
+        options = f"{given[0]} is an option"
+        if len(given) > 1:
+            options = f"{', '.join(given)} are options"
+        raise UserError(f"{options} of the embedded model and cannot be combined with {chosen}")
+    if family is not None and model is None:
+        raise UserError("--family chooses the template of a --model copy; pass --model too")
+    if family is not None and family not in TOOL_TEMPLATES:
+        raise UserError(f"unknown --family {family!r}; choose one of {sorted(TOOL_TEMPLATES)}")
+    if base is not None and base not in BASE_MODELS:
+        raise UserError(f"unknown base model {base!r}; choose one of {sorted(BASE_MODELS)}")
+
+
+def _write_real_model(
+    output: Path, *, base: str | None, model: str | None, family: str | None, overwrite: bool
+) -> None:
+    from archer_agents.policies.base_models import MissingPackageError, copy_model, write_base_model
+
+    try:
+        if base is not None:
+            with console.status(f"converting {base} to a Hugging Face folder..."):
+                path = write_base_model(base, output, overwrite=overwrite)
+            console.print(f"{base} written to [bold]{path}[/] (with a tool-calling chat template)")
+            return
+        assert model is not None
+        if not Path(model).exists() and not looks_like_hub_id(model):
+            raise UserError(f"model {model!r} is neither a folder nor a hub id")
+        with console.status(f"copying {model}..."):
+            path = copy_model(model, output, family=family, overwrite=overwrite)
+        console.print(f"{model} copied to [bold]{path}[/]")
+    except (MissingPackageError, ValueError, OSError) as exc:
+        if isinstance(exc, FileExistsError | FileNotFoundError):
+            raise
+        raise UserError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
 
 
 def bc_command(
