@@ -5,7 +5,7 @@ tuned on, and training, our environments and a vLLM server started with
 ``--enable-auto-tool-choice --tool-call-parser <parser>`` must all agree on what
 a reply means. So each family is one `ToolFormat` with two methods:
 
-- ``parse(text) -> Reply``: the reply's content, its `ToolCall`\\ s, and, when the
+- ``parse(text) -> Reply``: the reply's content, its `ToolCall` list, and, when the
   text tried to call a tool and failed, an error message naming the problem (fit
   to show the model as an observation). It never raises on model output.
 - ``render(calls, content="") -> str``: the exact text the model would emit, to
