@@ -204,3 +204,26 @@ def test_templates_say_whether_they_render_tools() -> None:
         assert has_tool_support(template)
     assert not has_tool_support(None)
     assert not has_tool_support("{% for m in messages %}{{ m.content }}{% endfor %}")
+
+
+@pytest.mark.parametrize(
+    ("family", "header", "eos"),
+    [
+        ("qwen2", "<|im_start|>assistant\n", "<|im_end|>"),
+        ("llama3", "<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>"),
+    ],
+)
+def test_the_family_tool_parser_reads_the_calls_the_template_renders(
+    family: str, header: str, eos: str, request: pytest.FixtureRequest
+) -> None:
+    from archer_agents.formats.tool_calls import ToolCall
+    from archer_agents.formats.tool_formats import family_for
+
+    tokenizer = AutoTokenizer.from_pretrained(request.getfixturevalue(f"{family}_chat_dir"))
+    text = render(tokenizer, CONVERSATION[:3], tools=[WEATHER_TOOL])
+    # The assistant turn after the last user message, as the model would have generated it.
+    reply = text.split(header)[-2].split(eos)[0]
+    tool_format = family_for(tokenizer)
+    expected = ToolCall(name="get_weather", arguments={"city": "Paris"})
+    assert tool_format.parse(reply).calls == [expected]
+    assert tool_format.render([expected]) == reply
