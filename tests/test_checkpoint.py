@@ -188,8 +188,39 @@ def test_corrupt_latest_falls_back_to_the_previous_with_a_warning(
 def test_every_checkpoint_unusable_raises(tmp_path: Path) -> None:
     folder = save_checkpoint(tmp_path, small_state(1), step=1)
     (folder / "state.pt").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="Delete the folder"):
+    with pytest.raises(CheckpointError, match="delete the unusable step folder") as excinfo:
         load_latest(tmp_path)
+    assert "\n" not in str(excinfo.value)
+    (problem,) = excinfo.value.problems
+    assert problem.startswith("step-000001: state.pt has 7 bytes")
+
+
+def test_a_torn_only_checkpoint_refuses_to_open_the_run_with_the_fix(tmp_path: Path) -> None:
+    """A run whose only checkpoint is torn is not silently restarted over its old logs."""
+    from archer_agents.training.run_dir import RunDir, RunDirError
+
+    run = RunDir(tmp_path / "run")
+    folder = save_checkpoint(run.checkpoint_dir, small_state(1), step=1)
+    (folder / "MANIFEST.json").unlink()  # killed between the state and the manifest
+    for resume in (True, False):
+        with pytest.raises(CheckpointError, match="move or delete") as excinfo:
+            run.open(resume, "archer", {})
+        message = str(excinfo.value)
+        assert "\n" not in message and "step-000001: no manifest" in message
+        assert isinstance(excinfo.value, RunDirError | ValueError)
+
+
+def test_errors_from_the_main_process_survive_pickling() -> None:
+    """Distributed runs broadcast the error: its problems must arrive too."""
+    import pickle
+
+    from archer_agents.training.run_dir import RunDirError
+
+    error = CheckpointError("no usable checkpoint")
+    error.problems = ("step-000001: no manifest",)
+    back = pickle.loads(pickle.dumps(error))
+    assert str(back) == "no usable checkpoint" and back.problems == error.problems
+    assert str(pickle.loads(pickle.dumps(RunDirError("x")))) == "x"
 
 
 def test_overwriting_a_step_and_abandoned_later_steps(tmp_path: Path) -> None:

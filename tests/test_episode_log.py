@@ -191,3 +191,123 @@ def test_corrupt_bytes_are_read_or_reported_never_dropped(
     nonempty_lines = [line for line in bytes(data).split(b"\n") if line.strip()]
     assert len(read) + report.lines_skipped == len(nonempty_lines)
     assert report.episodes_read == len(read)
+
+
+# ------------------------------------------------ any bytes, anywhere in a log ---
+
+NASTY_LINES = [
+    b"\x00" * 10,
+    b"\xff\xfe\xfd",
+    b'{"a": "\\ud800"}',  # a lone surrogate escape: valid JSON, not encodable text
+    b'{"env_id": "\\udfff", "transitions": []}',
+    b"[" * 100_000,  # nested past Python's recursion limit
+    b'{"x": ' + b"1" * 5_000 + b"}",  # past Python's integer digit limit
+    b'{"reward": NaN}',
+    b'{"reward": 1e999}',
+    b"null",
+    b'"just a string"',
+    b"{}",
+    b'{"env_id": "e", "transitions": [{"observation": 1}]}',
+    b'{"schema_version": 99, "env_id": "e", "transitions": []}',
+    b"x" * 2_000_000,  # a huge line
+    b'{"env_id": "e", "transitions": [], "metadata": ' + b'{"a": ' * 5_000 + b"1" + b"}" * 5_001,
+]
+
+
+def garbage_lines() -> st.SearchStrategy[bytes]:
+    """Arbitrary bytes without a newline (each stays one line), or a known nasty line."""
+    return st.one_of(
+        st.binary(max_size=200).map(lambda b: b.replace(b"\n", b"")),
+        st.text(max_size=100).map(lambda t: t.replace("\n", "").encode("utf-8", "surrogatepass")),
+        st.sampled_from(NASTY_LINES),
+    )
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    layout=st.lists(st.one_of(st.none(), garbage_lines()), min_size=1, max_size=12),
+    torn_tail=st.one_of(st.none(), garbage_lines()),
+)
+def test_any_bytes_as_lines_raise_only_the_named_error_and_no_episode_is_lost(
+    tmp_path: Path, layout: list[bytes | None], torn_tail: bytes | None
+) -> None:
+    """N valid episodes interleaved with any garbage: lenient reads exactly those N.
+
+    ``None`` in ``layout`` is a valid episode. Strict mode raises `EpisodeLogError`
+    naming a garbage line, or nothing when every garbage line is blank.
+    """
+    path = tmp_path / "mixed.jsonl"
+    episodes = [make_episode(i, turns=1) for i in range(layout.count(None))]
+    valid = iter(episodes)
+    lines = [next(valid).model_dump_json().encode() if x is None else x for x in layout]
+    data = b"".join(line + b"\n" for line in lines) + (torn_tail or b"")
+    path.write_bytes(data)
+    garbage_numbers = {
+        number
+        for number, line in enumerate(lines, start=1)
+        if line is not None and line.strip() and layout[number - 1] is not None
+    }
+    read, report = read_episodes(path, strict=False)
+    assert read == episodes  # every valid episode, in order, unchanged
+    assert report.episodes_read == len(episodes)
+    assert {e.line_number for e in report.bad_lines} == garbage_numbers
+    assert report.lines_skipped == len(garbage_numbers) + int(bool((torn_tail or b"").strip()))
+    for error in report.skipped:
+        assert "\n" not in str(error) and str(error).startswith(f"{path}:{error.line_number}: ")
+    try:
+        strict_read, _ = read_episodes(path)
+    except EpisodeLogError as error:
+        assert error.line_number == min(garbage_numbers)
+    else:
+        assert not garbage_numbers and strict_read == episodes
+
+
+@pytest.mark.parametrize("line", NASTY_LINES, ids=range(len(NASTY_LINES)))
+def test_each_nasty_line_is_a_named_error_in_the_middle_of_a_log(tmp_path: Path, line) -> None:
+    path = tmp_path / "e.jsonl"
+    good = make_episode(0).model_dump_json().encode()
+    path.write_bytes(good + b"\n" + line + b"\n" + good + b"\n")
+    with pytest.raises(EpisodeLogError, match=r"e\.jsonl:2: "):
+        read_episodes(path)
+    episodes, report = read_episodes(path, strict=False)
+    assert len(episodes) == 2 and [e.line_number for e in report.bad_lines] == [2]
+
+
+def test_a_writer_isolates_a_torn_tail_and_says_so(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "e.jsonl"
+    with EpisodeWriter(path) as writer:
+        writer.write(make_episode(0))
+    torn = make_episode(1).model_dump_json().encode()[:57]
+    path.write_bytes(path.read_bytes() + torn)  # the writer was killed mid-line
+    with (
+        caplog.at_level("WARNING", logger="archer_agents.data.episode_log"),
+        EpisodeWriter(path) as writer,
+    ):
+        writer.write(make_episode(2))
+    assert "torn line (line 2" in caplog.text
+    assert path.read_bytes().split(b"\n")[1] == torn  # the fragment is a line of its own
+    episodes, report = read_episodes(path, strict=False)
+    assert [e.task_id for e in episodes] == ["0", "2"]
+    assert report.summary().startswith(f"skipped 1 unreadable line(s): {path}:2 (first: not JSON")
+    with pytest.raises(EpisodeLogError, match=r"e\.jsonl:2: not JSON"):
+        read_episodes(path)
+
+
+def test_the_summary_names_the_first_locations_and_counts_the_rest(tmp_path: Path) -> None:
+    paths = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    good = make_episode(0).model_dump_json()
+    paths[0].write_text(f"{good}\nbad\nbad\n{good}\nbad\n")
+    paths[1].write_text(f"bad\n{good}\n{good[:20]}")  # and a torn tail
+    episodes, report = read_episodes(paths, strict=False)
+    assert len(episodes) == 3 and report.lines_skipped == 5 and len(report.torn_tails) == 1
+    summary = report.summary()
+    assert summary.startswith(f"skipped 5 unreadable line(s): {paths[0]}:2, {paths[0]}:3, ")
+    assert summary.count(":") >= 3 and "and 2 more" in summary and "\n" not in summary
+    assert ReadReport().summary() == ""
+
+
+def test_a_directory_is_named_with_the_file_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(IsADirectoryError, match="episodes.jsonl"):
+        read_episodes(tmp_path)

@@ -48,7 +48,10 @@ _TMP_MARK = ".tmp-"
 
 
 class CheckpointError(RuntimeError):
-    """Checkpoints exist but none of them can be loaded."""
+    """Checkpoints exist but none of them can be loaded; the message is one line with the fix."""
+
+    problems: tuple[str, ...] = ()
+    """Each unusable checkpoint folder and why (``"step-000001: no manifest ..."``)."""
 
 
 @dataclass
@@ -323,11 +326,19 @@ def load_latest(
                         folder,
                     )
                 return checkpoint
-        skipped.append(f"{folder.name}: {problem}")
-    raise CheckpointError(
-        f"no usable checkpoint in {root}: " + "; ".join(skipped) + ". Delete the folder to "
-        "start afresh, or point the run at another checkpoint directory."
+        skipped.append(f"{folder.name}: {_one_line(problem)}")
+    unusable = CheckpointError(
+        f"no usable checkpoint in {root} ({'; '.join(skipped)}): delete the unusable step "
+        "folder(s) to start afresh, or point the run at another checkpoint directory"
     )
+    unusable.problems = tuple(skipped)
+    raise unusable
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """``text`` on one line, at most ``limit`` characters (torch errors span several)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ------------------------------------------------------------ RNG states ---

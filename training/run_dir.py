@@ -34,6 +34,7 @@ from archer_agents.data.episode_log import EpisodeWriter
 from archer_agents.training.algorithm import Algorithm
 from archer_agents.training.checkpoint import (
     Checkpoint,
+    CheckpointError,
     load_checkpoint,
     load_latest,
     write_text_atomic,
@@ -52,6 +53,14 @@ CURVE_FILE = "learning_curve.png"
 CHECKPOINT_DIR = "checkpoints"
 POLICY_DIR = "policy"
 TENSORBOARD_DIR = "tensorboard"
+
+
+class RunDirError(CheckpointError, ValueError):
+    """The run directory cannot be opened as asked; the message is one line with the fix.
+
+    A `CheckpointError`, so commands show it as one line; a `ValueError` too, as
+    these mismatches were before.
+    """
 
 
 @dataclass(frozen=True)
@@ -86,10 +95,20 @@ class RunDir:
         A fresh run writes ``info`` to ``run.json``. Without ``resume`` a
         directory that already holds checkpoints is refused, and so is one with
         logs but no checkpoint; a checkpoint of another format or algorithm is
-        refused too.
+        refused too. When checkpoint folders exist but none is usable (a crash
+        tore the run's first checkpoint), `CheckpointError` says how to start
+        over rather than silently training from scratch over the old logs.
         """
         self.path.mkdir(parents=True, exist_ok=True)
-        checkpoint = load_latest(self.checkpoint_dir) if self.checkpoint_dir.exists() else None
+        try:
+            checkpoint = load_latest(self.checkpoint_dir) if self.checkpoint_dir.exists() else None
+        except CheckpointError as error:
+            problems = "; ".join(error.problems) or str(error)
+            raise RunDirError(
+                f"{self.path} holds no usable checkpoint ({problems}), so it cannot be "
+                f"{'resumed' if resume else 'reused'}: move or delete {self.path} and start "
+                "again without --resume (resume=False), or train into another run directory"
+            ) from None
         if checkpoint is not None and not resume:
             raise FileExistsError(
                 f"{self.path} already holds checkpoints (the newest is step "
@@ -109,12 +128,12 @@ class RunDir:
             return None
         state = checkpoint.state
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(
+            raise RunDirError(
                 f"checkpoint {checkpoint.path} has format {state.get('format')!r}; this release "
                 f"reads format {CHECKPOINT_FORMAT}"
             )
         if state.get("algorithm_name") != algorithm_name:
-            raise ValueError(
+            raise RunDirError(
                 f"checkpoint {checkpoint.path} was written by {state.get('algorithm_name')!r}, "
                 f"not {algorithm_name!r}; resume it with the algorithm that wrote it"
             )
@@ -164,14 +183,14 @@ def cut_back(path: Path, size: int) -> None:
     """Move what ``path`` holds past ``size`` bytes to ``<stem>.abandoned<suffix>``; truncate."""
     if not path.exists():
         if size:
-            raise ValueError(
+            raise RunDirError(
                 f"{path} is missing but the checkpoint records {size} bytes of it; restore the "
                 "file or start a new run"
             )
         return
     actual = path.stat().st_size
     if actual < size:
-        raise ValueError(
+        raise RunDirError(
             f"{path} holds {actual} bytes but the checkpoint records {size}: the file lost data "
             "written before the checkpoint; restore it or start a new run"
         )
@@ -257,6 +276,7 @@ __all__ = [
     "RUN_FILE",
     "TENSORBOARD_DIR",
     "RunDir",
+    "RunDirError",
     "cut_back",
     "is_run_path",
     "load_run_policy",

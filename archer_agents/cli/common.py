@@ -2,8 +2,12 @@
 
 The CLI owns the terminal (rich tables and progress bars); the library only
 logs. A mistake by the user (a missing file, an unknown environment, a bad
-option) ends with one line naming the problem and the fix, exit code 2.
+option, an unreadable episode log, a run directory whose checkpoints are all
+torn) ends with one line naming the problem and the fix, exit code 2.
 Set ARCHER_DEBUG=1 to see the full traceback instead.
+
+Every command that reads episode logs takes `LenientOption` (``--lenient``,
+the default, or ``--strict``) and reads them with `read_logs`.
 """
 
 from __future__ import annotations
@@ -39,23 +43,94 @@ EnvArgs = Annotated[
 ]
 """The option every command that builds an environment takes."""
 
+LenientOption = Annotated[
+    bool,
+    typer.Option(
+        "--lenient/--strict",
+        help="Reading episode logs: --lenient (default) skips unreadable lines (a torn write, "
+        "corrupt bytes, JSON that is not an episode) and prints how many and where; --strict "
+        "stops at the first one, naming it as file:line.",
+    ),
+]
+"""The option every command that reads episode logs takes."""
+
 
 class UserError(Exception):
     """A problem with what the user asked for; shown as one line."""
 
 
+_ONE_LINE_ERRORS = (
+    UserError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+    ValidationError,
+)
+
+
+def _is_user_facing(exc: BaseException) -> bool:
+    """Whether ``exc`` is the user's to fix (shown as one line) rather than a bug.
+
+    `CheckpointError` is looked up only if its module was imported (it imports
+    torch), which it must have been for one to be raised.
+    """
+    if isinstance(exc, _ONE_LINE_ERRORS):
+        return True
+    for module_name, class_name in (
+        ("archer_agents.data.episode_log", "EpisodeLogError"),
+        ("archer_agents.training.checkpoint", "CheckpointError"),
+    ):
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(exc, getattr(module, class_name)):
+            return True
+    return False
+
+
 def run_command(fn: Callable[[], T]) -> T:
     """Turn user-facing errors into one clear line and exit code 2."""
-    from archer_agents.data.episode_log import EpisodeLogError
-
     try:
         return fn()
-    except (UserError, FileNotFoundError, FileExistsError, EpisodeLogError, ValidationError) as exc:
-        if os.environ.get("ARCHER_DEBUG"):
+    except Exception as exc:
+        if not _is_user_facing(exc) or os.environ.get("ARCHER_DEBUG"):
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
         raise typer.Exit(code=2) from None
+
+
+def print_read_report(report: Any, *, strict_hint: bool = True) -> None:
+    """One line when reading episode logs skipped lines: the count and the first file:line."""
+    summary = report.summary()
+    if summary:
+        hint = "; --strict stops at the first instead" if strict_hint else ""
+        console.print(f"[yellow]warning:[/] {summary}{hint}", soft_wrap=True)
+
+
+def read_logs(paths: Sequence[Path], *, lenient: bool) -> list[Any]:
+    """The episodes of ``paths``, read as `LenientOption` says; one line if any were skipped.
+
+    A log with no readable episode at all is the user's to fix: `UserError`.
+    """
+    from archer_agents.data.episode_log import read_episodes
+
+    episodes, report = read_episodes(list(paths), strict=not lenient)
+    print_read_report(report)
+    if not episodes:
+        listed = ", ".join(str(path) for path in paths)
+        if report.lines_skipped:
+            first = report.skipped[0] if report.skipped else "a torn line"
+            raise UserError(
+                f"no readable episode in {listed}: all {report.lines_skipped} line(s) are "
+                f"unreadable (first: {first}); pass logs written by `archer rollout`, a training "
+                "run or EpisodeRecorder"
+            )
+        raise UserError(
+            f"{listed} holds no episodes (empty); pass logs written by `archer rollout`, a "
+            "training run or EpisodeRecorder"
+        )
+    return episodes
 
 
 def merge_scope(value: str) -> MergeScope:

@@ -10,6 +10,7 @@ import typer
 
 from archer_agents.cli.common import (
     EnvArgs,
+    LenientOption,
     UserError,
     console,
     env_factory,
@@ -17,6 +18,7 @@ from archer_agents.cli.common import (
     merge_scope,
     parse_env_args,
     progress_bar,
+    read_logs,
     run_command,
 )
 
@@ -202,6 +204,7 @@ def bc_command(
         int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    lenient: LenientOption = True,
 ) -> None:
     """Behaviour-clone a policy on episode logs and save it.
 
@@ -210,8 +213,7 @@ def bc_command(
     """
 
     def run() -> None:
-        from archer_agents.data.episode_log import read_episodes
-        from archer_agents.training.algorithms.bc import BCConfig
+        from archer_agents.training.algorithms.bc import BCConfig, utterance_pairs
         from archer_agents.training.distributed import Distributed
 
         if threads is not None:
@@ -228,9 +230,13 @@ def bc_command(
             eval_every=eval_every,
             seed=seed,
         )
-        data, report = read_episodes(episodes)
-        if report.lines_skipped:
-            console.print(f"[yellow]skipped {report.lines_skipped} torn line(s)[/]")
+        data = read_logs(episodes, lenient=lenient)
+        if not utterance_pairs(data, only_successful=only_successful):
+            raise UserError(
+                f"the {len(data)} episode(s) in the logs hold no turns to clone"
+                + (" (none succeeded; drop --only-successful)" if only_successful else "")
+                + ": pass logs of played episodes"
+            )
         policy = load_trainable(model, lora=lora)
         on_cpu = all(p.device.type == "cpu" for p in policy.model.parameters())
         group = Distributed.from_environment(cpu=on_cpu)

@@ -24,6 +24,12 @@ A bare key (``warmup_iterations``) goes to the one section that has it;
 whose settings cannot move the actor (its warm-up outlasts it, no actor steps)
 says so when it starts.
 
+``--episodes`` logs are read as ``--lenient`` (the default: unreadable lines,
+such as a torn write that a later writer appended after, are skipped and
+counted in one printed line) or ``--strict`` (the first one stops the run,
+named as file:line) says; it sets the offline algorithm's ``skip_bad_lines``,
+which a ``--set`` still overrides.
+
 ``--env`` takes a registered id or ``module:id`` (your module registers the
 environment: `archer_agents.environments.register_tool_env`). Offline training
 (``--offline``) plays no environment unless ``--env`` is given; then it
@@ -48,11 +54,13 @@ import typer
 
 from archer_agents.cli.common import (
     EnvArgs,
+    LenientOption,
     UserError,
     console,
     env_factory,
     looks_like_hub_id,
     parse_env_args,
+    print_read_report,
     progress_bar,
     run_command,
 )
@@ -164,6 +172,7 @@ def train_command(
             "EpisodeRecorder, import-langsmith); repeatable.",
         ),
     ] = None,
+    lenient: LenientOption = True,
 ) -> None:
     """Train a policy online (or offline) with an algorithm, the shared loop and checkpoints."""
 
@@ -173,6 +182,9 @@ def train_command(
             algo or preset_algo, list(overrides or []), offline, offline_then_online,
             list(episodes or []),
         )  # fmt: skip
+        if chosen in OFFLINE_DATA_KEY:  # before --set, so an explicit skip_bad_lines wins
+            section = OFFLINE_DATA_KEY[chosen].rsplit(".", 1)[0]
+            settings = [f"{section}.skip_bad_lines={str(lenient).lower()}", *settings]
         env_id = env
         if env_id is None and chosen not in OFFLINE_DATA_KEY:
             env_id = DEFAULT_ENV
@@ -198,6 +210,7 @@ def train_command(
             registry=registry,
             api_key=api_key,
             keep=keep,
+            on_read_report=print_read_report,
         )
         from archer_agents.training.distributed import launched_rank
 
@@ -240,6 +253,7 @@ def train(
     keep: int = 1,
     env_args: dict[str, Any] | None = None,
     on_stall: Callable[[str], None] | None = None,
+    on_read_report: Callable[[Any], None] | None = None,
 ) -> Any:
     """Build the policy, the algorithm and the trainer, and run it; returns the `TrainResult`.
 
@@ -247,7 +261,9 @@ def train(
     as a new version of ``registry`` (default ``out/adapters``). ``env_id`` None
     (offline algorithms only) trains without playing: no evaluation.
     ``env_args`` go to the environment's constructor; ``on_stall`` hears each
-    reason the settings cannot move the actor (`presets.actor_stall_reasons`).
+    reason the settings cannot move the actor (`presets.actor_stall_reasons`);
+    ``on_read_report`` hears what reading an offline algorithm's logs skipped
+    (a `ReadReport`), on the main process.
     """
     import torch
 
@@ -289,6 +305,9 @@ def train(
         algorithm = algorithm_class(algorithm_config, policy)
     except ValueError as error:
         raise UserError(str(error)) from None
+    report = _read_report(algorithm)
+    if report is not None and on_read_report is not None and launched_rank() == 0:
+        on_read_report(report)
     run_info = {
         "model": str(model),
         "lora": None if lora_settings is None else lora_settings.model_dump(mode="json"),
@@ -350,6 +369,17 @@ def _serve(algorithm: Any, server: str, registry: Path, api_key: str | None, kee
         raise UserError(str(error)) from None
     except (ConnectionError, RuntimeError, ServerError) as error:
         raise UserError(str(error)) from None
+
+
+def _read_report(algorithm: Any) -> Any:
+    """What reading an offline algorithm's logs skipped (its own or its offline phase's)."""
+    from archer_agents.data.episode_log import ReadReport
+
+    for holder in (algorithm, getattr(algorithm, "offline", None)):
+        report = getattr(holder, "report", None)
+        if isinstance(report, ReadReport):
+            return report
+    return None
 
 
 def _model_of_run(out: Path, run_file: str) -> tuple[str | None, Any]:

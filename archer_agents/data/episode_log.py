@@ -1,15 +1,20 @@
 """Episode logs: JSONL, one episode a line, appended and fsynced per episode.
 
-The reader never drops data silently. A torn last line (the writer crashed
-mid-line) is reported and skipped; any other bad line raises `EpisodeLogError`
-naming the file and line, or, with ``strict=False``, is reported and counted in
-the returned `ReadReport`.
+The reader never drops data silently and never fails with anything but a
+named error. A torn last line (a writer crashed mid-line, or is still writing)
+is reported and skipped. Any other unreadable line, wherever it sits (a torn
+tail that a later writer isolated with a newline and appended after, flipped
+bytes, invalid UTF-8, JSON that is not an episode), raises `EpisodeLogError`
+naming ``file:line`` (``strict=True``), or, with ``strict=False``, is logged,
+skipped and counted in the returned `ReadReport`, whose `ReadReport.summary`
+is one line for a command to print.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -35,15 +40,41 @@ class EpisodeLogError(ValueError):
 
 @dataclass
 class ReadReport:
-    """What a read found besides the episodes."""
+    """What a read found besides the episodes (one report may span several files)."""
 
     episodes_read: int = 0
     torn_last_line: bool = False
+    """Some file ended in a torn line (listed in `torn_tails`)."""
     bad_lines: list[EpisodeLogError] = field(default_factory=list)
+    """Unreadable lines other than a torn last line, skipped with ``strict=False``."""
+    torn_tails: list[EpisodeLogError] = field(default_factory=list)
+    """Each file's torn last line, skipped in either mode."""
 
     @property
     def lines_skipped(self) -> int:
-        return len(self.bad_lines) + int(self.torn_last_line)
+        return len(self.bad_lines) + max(len(self.torn_tails), int(self.torn_last_line))
+
+    @property
+    def skipped(self) -> list[EpisodeLogError]:
+        """Every skipped line, in file and line order within each file."""
+        return sorted(
+            [*self.bad_lines, *self.torn_tails],
+            key=lambda error: (str(error.path), error.line_number),
+        )
+
+    def summary(self, limit: int = 3) -> str:
+        """One line: how many lines were skipped, the first ``limit`` as file:line, why.
+
+        Empty when nothing was skipped.
+        """
+        skipped = self.skipped
+        if not skipped and not self.lines_skipped:
+            return ""
+        count = max(len(skipped), self.lines_skipped)
+        shown = ", ".join(f"{e.path}:{e.line_number}" for e in skipped[:limit])
+        more = f" and {count - limit} more" if count > limit else ""
+        first = f" (first: {_short(skipped[0].reason, 120)})" if skipped else ""
+        return f"skipped {count} unreadable line(s): {shown}{more}{first}"
 
 
 class EpisodeWriter:
@@ -59,8 +90,18 @@ class EpisodeWriter:
         self._fsync = fsync
         self._file = self.path.open("ab")
         if self._file.tell() > 0 and not _ends_with_newline(self.path):
-            logger.warning("%s ends in a torn line; new episodes start on a fresh line", self.path)
+            # Without the newline the next episode would be glued onto the fragment and the
+            # line would be lost with it; isolated, only the fragment is skipped on reading.
+            logger.warning(
+                "%s ends in a torn line (line %d, a writer crashed mid-write); it is closed "
+                "with a newline so new episodes start on a fresh line, and readers skip it",
+                self.path,
+                _count_lines(self.path),
+            )
             self._file.write(b"\n")
+            self._file.flush()
+            if fsync:
+                os.fsync(self._file.fileno())
         self.episodes_written = 0
 
     def write(self, episode: Episode) -> None:
@@ -113,17 +154,33 @@ def _ends_with_newline(path: Path) -> bool:
         return f.read(1) == b"\n"
 
 
+def _count_lines(path: Path) -> int:
+    """The 1-based number of the last line of ``path`` (for messages)."""
+    count = 1
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            count += block.count(b"\n")
+    return count
+
+
 def iter_episodes(
     path: str | os.PathLike[str], *, strict: bool = True, report: ReadReport | None = None
 ) -> Iterator[Episode]:
     """Yield the episodes of one log file.
 
     A final line without a trailing newline that fails to parse is a torn write:
-    it is logged, recorded in `report.torn_last_line` and skipped. Any other line
-    that fails raises `EpisodeLogError` (``strict=True``) or is logged and
-    appended to `report.bad_lines` (``strict=False``).
+    it is logged, recorded in ``report.torn_tails`` and skipped in either mode
+    (a writer may still be appending). Any other line that fails, wherever it
+    sits, raises `EpisodeLogError` naming ``file:line`` (``strict=True``) or is
+    logged and appended to ``report.bad_lines`` (``strict=False``). Whatever
+    the bytes, nothing else is raised.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"episode log {path} is a directory; pass the JSONL file (a run's log is "
+            f"{path / 'episodes.jsonl'})"
+        )
     if not path.exists():
         raise FileNotFoundError(f"episode log {path} does not exist; check the path")
     report = report if report is not None else ReadReport()
@@ -143,10 +200,11 @@ def iter_episodes(
             if index == last_index:
                 logger.warning("%s: torn last line skipped (%s)", path, _short(str(exc)))
                 report.torn_last_line = True
+                report.torn_tails.append(error)
                 continue
             if strict:
-                raise error from exc
-            logger.warning("skipping bad line %s", error)
+                raise error from None
+            logger.warning("skipping bad line %s", _short(str(error)))
             report.bad_lines.append(error)
             continue
         report.episodes_read += 1
@@ -169,20 +227,60 @@ def read_episodes(
 
 
 def _parse_line(raw: bytes) -> Episode:
+    """One line as an `Episode`; any failure is a `ValueError` saying why, in one line."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        payload = json.loads(text)
+        payload = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON ({exc.msg} at column {exc.colno})") from exc
+        raise ValueError(f"not JSON ({exc.msg}: column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError("not an episode (JSON nested too deeply)") from None
+    except ValueError as exc:  # a non-finite number, an integer over Python's digit limit
+        raise ValueError(f"not JSON ({_short(str(exc), 120)})") from None
     if not isinstance(payload, dict):
-        raise ValueError(f"expected a JSON object, got {type(payload).__name__}")
+        raise ValueError(f"expected a JSON object (an episode), got {type(payload).__name__}")
+    if "\\u" in text and _has_lone_surrogate(payload):
+        # json accepts "\ud800"; such a string cannot be encoded, tokenized or written back.
+        raise ValueError("a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff)")
     try:
         return Episode.model_validate(payload)
     except ValidationError as exc:
-        raise ValueError(f"not a valid episode: {_short(str(exc))}") from exc
+        raise ValueError(f"not a valid episode: {_short(str(exc))}") from None
+    except (RecursionError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a valid episode: {type(exc).__name__}: {_short(str(exc))}") from None
+
+
+def _reject_constant(name: str) -> float:
+    """NaN and Infinity are not JSON; a NaN reward would poison training silently."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{_short(text, 40)} overflows a float")
+    return value
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    """Whether any string in a parsed JSON value (keys too) holds an unpaired surrogate."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _short(text: str, limit: int = 300) -> str:
