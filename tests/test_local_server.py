@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -427,24 +428,41 @@ def test_request_bodies_over_the_limit_get_413(guarded) -> None:
     assert small.status_code == 200
 
 
+def wait_for(condition, what: str, timeout: float = 60.0) -> None:
+    """Wait until ``condition()`` holds (a state, not a duration: no timing assumption)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.005)
+
+
 def test_requests_over_the_concurrency_limit_get_429(guarded) -> None:
+    """Two requests held in flight (the model thread blocked on an event) fill the limit of 2."""
     headers = {"Authorization": "Bearer s3cret"}
+    body = {"model": "tiny", "prompt": [1], "max_tokens": 2}
+    release = threading.Event()
+    guarded.app.state.batcher.executor.submit(release.wait)  # the model's only thread waits
     statuses: list[int] = []
-    lock = threading.Lock()
 
     def send() -> None:
-        # 8 sequences of 150 tokens: a request that stays in flight for a while.
-        body = {"model": "tiny", "prompt": [1], "n": 8, "max_tokens": 150}
         response = httpx.post(
             f"{guarded.url}/v1/completions", json=body, headers=headers, timeout=120
         )
-        with lock:
-            statuses.append(response.status_code)
+        statuses.append(response.status_code)
 
-    threads = [threading.Thread(target=send) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(set(statuses)) == [200, 429]
-    assert statuses.count(200) >= 2
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        in_flight = guarded.app.state.in_flight
+        wait_for(lambda: in_flight.count == 2, "two requests in flight")
+        refused = httpx.post(f"{guarded.url}/v1/completions", json=body, headers=headers)
+        assert refused.status_code == 429
+        assert "in flight" in refused.json()["error"]["message"]
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join()
+    assert statuses == [200, 200]
+    again = httpx.post(f"{guarded.url}/v1/completions", json=body, headers=headers)
+    assert again.status_code == 200

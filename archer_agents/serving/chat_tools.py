@@ -26,7 +26,13 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from archer_agents.formats.chat_calls import read_tool_calls
 from archer_agents.formats.chat_prompt import message_text
 from archer_agents.formats.prompts import render_messages, tool_spec
-from archer_agents.serving.openai_protocol import APIError, ChatCompletionRequest, ChatMessage
+from archer_agents.serving.openai_protocol import (
+    APIError,
+    ChatCompletionRequest,
+    ChatMessage,
+    check_json_value,
+    parse_json,
+)
 
 
 def uses_tools(req: ChatCompletionRequest) -> bool:
@@ -42,16 +48,20 @@ def _text(message: ChatMessage) -> str:
 
 
 def _arguments(message: ChatMessage, index: int) -> list[dict[str, Any]]:
+    """The message's tool calls with their arguments parsed; malformed arguments are a 400.
+
+    Arguments are parsed as strictly as the body (`parse_json`), so deep
+    nesting, NaN, huge numbers and lone surrogates are refused here rather
+    than failing the renderer or the tokenizer later.
+    """
     calls = []
     for call in message.tool_calls or []:
+        where = f"messages[{index}].tool_calls: the arguments of {call.function.name}"
+        args = parse_json(call.function.arguments or "{}", where)
         try:
-            args = json.loads(call.function.arguments or "{}")
-        except json.JSONDecodeError as exc:
-            raise APIError(
-                400,
-                f"messages[{index}].tool_calls: the arguments of {call.function.name} are not "
-                f"JSON ({exc.msg}); send them as a JSON object in a string",
-            ) from None
+            check_json_value(args, where)
+        except ValueError as exc:
+            raise APIError(400, str(exc)) from None
         if not isinstance(args, dict):
             raise APIError(
                 400,

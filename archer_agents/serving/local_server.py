@@ -22,7 +22,11 @@ log-probabilities are those of the distribution each token was drawn from
 
 It binds 127.0.0.1 unless told otherwise, checks an optional API key, refuses
 bodies over a size limit (413) and more requests in flight than a limit (429),
-and answers every bad request with a 4xx and a message. Runtime adapter
+and answers every bad request with a 4xx and a message in OpenAI's error shape:
+bodies are parsed as strict JSON and validated field by field
+(`openai_protocol.parse_request`), so no client input reaches the model
+unchecked. A 500 means a bug in the server: it is logged once, with its
+traceback, and answered in the same shape (`_ErrorBoundary`). Runtime adapter
 loading reads any adapter directory the client names, as vLLM's does: expose
 the server beyond this machine only with an API key.
 """
@@ -37,11 +41,11 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 try:
     from fastapi import FastAPI, Request
@@ -74,7 +78,7 @@ from archer_agents.serving.openai_protocol import (
     UnloadAdapterRequest,
     chat_response,
     completion_response,
-    describe,
+    parse_request,
 )
 
 logger = logging.getLogger(__name__)
@@ -124,7 +128,7 @@ def create_app(
         engine.load_adapter(name, path)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archer-model")
     batcher = Batcher(engine, executor, settings.max_batch_size, settings.batch_wait_ms / 1000)
-    in_flight = 0
+    in_flight = InFlight()
     created = int(time.time())
 
     @asynccontextmanager
@@ -139,19 +143,12 @@ def create_app(
     app = FastAPI(title="archer-agents local server", lifespan=lifespan, docs_url=None)
     app.state.engine = engine
     app.state.batcher = batcher
-
-    def error(status: int, message: str, kind: str) -> JSONResponse:
-        body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
-        return JSONResponse(body, status_code=status)
+    app.state.in_flight = in_flight
+    error = _error
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
         return error(exc.status, exc.message, exc.kind)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("request %s %s failed", request.method, request.url.path)
-        return error(500, f"the server failed on this request: {exc}", "InternalServerError")
 
     @app.exception_handler(404)
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
@@ -174,28 +171,14 @@ def create_app(
                 )
         return await call_next(request)
 
-    async def read(request: Request, model: type[_Body]) -> _Body:
-        body = await _read_body(request, settings.max_request_bytes)
-        try:
-            return model.model_validate_json(body)
-        except ValidationError as exc:
-            raise APIError(400, describe(exc)) from None
+    # Added last, so outermost: it sees whatever the routes and middleware above raise.
+    app.add_middleware(_ErrorBoundary)
 
-    @contextmanager
-    def slot() -> Iterator[None]:
-        nonlocal in_flight
-        if in_flight >= settings.max_concurrency:
-            raise APIError(
-                429,
-                f"{in_flight} requests are in flight, the server's limit; retry later or start "
-                "the server with a higher --max-concurrency",
-                "TooManyRequests",
-            )
-        in_flight += 1
-        try:
-            yield
-        finally:
-            in_flight -= 1
+    async def read(request: Request, model: type[_Body]) -> _Body:
+        return parse_request(await _read_body(request, settings.max_request_bytes), model)
+
+    def slot() -> Any:
+        return in_flight.slot(settings.max_concurrency)
 
     def resolve(name: str) -> str | None:
         """The adapter a model name selects (None for the base model)."""
@@ -336,6 +319,72 @@ def create_app(
         return PlainTextResponse(f"Success: LoRA adapter '{req.lora_name}' removed successfully.")
 
     return app
+
+
+class InFlight:
+    """Generation requests in flight, refused with 429 beyond a limit (``app.state.in_flight``).
+
+    Only the event loop's thread touches it, so a plain counter is enough.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    @contextmanager
+    def slot(self, limit: int) -> Iterator[None]:
+        if self.count >= limit:
+            raise APIError(
+                429,
+                f"{self.count} requests are in flight, the server's limit; retry later or start "
+                "the server with a higher --max-concurrency",
+                "TooManyRequests",
+            )
+        self.count += 1
+        try:
+            yield
+        finally:
+            self.count -= 1
+
+
+def _error(status: int, message: str, kind: str) -> JSONResponse:
+    """An answer with OpenAI's error body (vLLM's too)."""
+    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    return JSONResponse(body, status_code=status)
+
+
+class _ErrorBoundary:
+    """ASGI layer turning any exception a request raises into one log record and a 500.
+
+    Starlette's own handler for ``Exception`` answers and then re-raises, so
+    uvicorn logged each failure a second time; this layer answers and stops.
+    A failed batch hands one exception to each of its requests: it is logged
+    only once, with the first of them.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if not getattr(exc, "_archer_logged", False):
+                logger.exception("request %s %s failed", scope.get("method"), scope.get("path"))
+                with suppress(AttributeError):  # an exception type with __slots__
+                    exc._archer_logged = True  # type: ignore[attr-defined]
+            if not started:  # once the answer has begun, the connection can only be closed
+                message = f"the server failed on this request ({type(exc).__name__}: {exc})"
+                await _error(500, message, "InternalServerError")(scope, receive, send)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

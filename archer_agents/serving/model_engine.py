@@ -78,7 +78,11 @@ class ModelEngine:
         from peft import PeftConfig, PeftModel
 
         directory = Path(path)
-        if not (directory / "adapter_config.json").is_file():
+        try:
+            is_adapter = (directory / "adapter_config.json").is_file()
+        except (OSError, ValueError):  # a path the OS refuses (too long, NUL byte)
+            is_adapter = False
+        if not is_adapter:
             raise APIError(
                 400,
                 f"{directory} holds no adapter_config.json, so it is not a LoRA adapter "
@@ -201,6 +205,8 @@ class Batcher:
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self.batches = 0
         """Generate calls made so far (tests read it to see batching happen)."""
+        self.gathered = 0
+        """Requests taken off the queue into a closed batch so far (tests wait on it)."""
 
     async def submit(
         self,
@@ -233,6 +239,7 @@ class Batcher:
                     jobs.append(await asyncio.wait_for(self.queue.get(), remaining))
                 except asyncio.TimeoutError:
                     break
+            self.gathered += len(jobs)
             for group in _groups(jobs):
                 await self._run_group(group)
 
@@ -256,8 +263,7 @@ class Batcher:
                 for (job, _), row in zip(chunk, sampled, strict=True):
                     job.rows.append(row)
         except Exception as exc:  # one bad batch fails its requests, never the server
-            if not isinstance(exc, APIError):
-                logger.exception("generation failed")
+            # Each request re-raises it; the server's error boundary logs it once.
             for job in jobs:
                 if not job.future.done():
                     job.future.set_exception(exc)

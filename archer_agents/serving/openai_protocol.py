@@ -9,12 +9,14 @@ ignored, so a misspelt option never passes silently.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import from_json
 from transformers import PreTrainedTokenizerBase
 
 from archer_agents.policies.protocol import SamplingParams
@@ -27,6 +29,15 @@ MAX_LOGPROBS = 20
 """Most alternatives per position, as in vLLM's default and OpenAI's limit."""
 MIN_TEMPERATURE = 0.01
 """Smallest temperature above 0 (greedy); vLLM raises smaller ones to this."""
+MAX_COUNT = 2**31 - 1
+"""Largest count a request may name (``max_tokens``, ``n``, ``top_k``): what vLLM's int32 takes.
+Server limits (context, ``max_n``) refuse most smaller values too, with their own message."""
+SEED_RANGE = (-(2**63), 2**64 - 1)
+"""Seeds torch's generator accepts (a 64-bit integer, signed or not); others overflowed (500)."""
+MAX_NAME = 256
+"""Longest model, tool or id name; names are short and end up in prompts and answers."""
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of a tool schema or tool-call arguments (the body's own parser stops at 200)."""
 
 
 class APIError(Exception):
@@ -44,14 +55,14 @@ class SamplingRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    model: str
+    model: str = Field(max_length=MAX_NAME)
     temperature: float = Field(1.0, ge=0.0, le=100.0)
     """0 samples greedily; otherwise at least `MIN_TEMPERATURE` (vLLM raises smaller ones to it)."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=-1)
+    top_k: int = Field(0, ge=-1, le=MAX_COUNT)
     """0 or -1 keeps every token (vLLM accepts both)."""
-    n: int = Field(1, ge=1)
-    seed: int | None = None
+    n: int = Field(1, ge=1, le=MAX_COUNT)
+    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     stream: Literal[False] = False
     stop: str | list[str] | None = None
     """Only empty: utterances end with the model's eos token."""
@@ -83,7 +94,7 @@ class SamplingRequest(BaseModel):
 
 class CompletionRequest(SamplingRequest):
     prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int = Field(16, ge=1)
+    max_tokens: int = Field(16, ge=1, le=MAX_COUNT)
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     echo: Literal[False] = False
 
@@ -98,15 +109,15 @@ class _ContentPart(BaseModel):
 class FunctionCall(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=MAX_NAME)
     arguments: str
-    """The arguments as a JSON object in a string, as OpenAI sends them."""
+    """The arguments as a JSON object in a string, as OpenAI sends them (`chat_tools` reads it)."""
 
 
 class ToolCallRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str
+    id: str = Field(max_length=MAX_NAME)
     type: Literal["function"] = "function"
     function: FunctionCall
 
@@ -114,10 +125,27 @@ class ToolCallRequest(BaseModel):
 class FunctionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=MAX_NAME)
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    """A JSON schema of an object: ``properties`` maps names to schemas, ``required`` names."""
     strict: bool | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Refuse the schemas the prompt renderer cannot read (it would fail with a 500)."""
+        check_json_value(value, "parameters")
+        properties = value.get("properties", {})
+        if not isinstance(properties, dict):
+            raise ValueError("properties must be an object mapping argument names to schemas")
+        for name, schema in properties.items():
+            if not isinstance(schema, dict):
+                raise ValueError(f"properties.{name} must be a JSON schema object")
+        required = value.get("required", [])
+        if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+            raise ValueError("required must be a list of argument names")
+        return value
 
 
 class ToolSpec(BaseModel):
@@ -139,8 +167,8 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[_ContentPart] | None = None
-    name: str | None = None
-    tool_call_id: str | None = None
+    name: str | None = Field(None, max_length=MAX_NAME)
+    tool_call_id: str | None = Field(None, max_length=MAX_NAME)
     tool_calls: list[ToolCallRequest] | None = None
 
 
@@ -150,8 +178,8 @@ class ChatCompletionRequest(SamplingRequest):
     """Tools the model may call: rendered into the prompt as in training (`chat_tools`)."""
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_COUNT)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_COUNT)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
 
@@ -159,14 +187,62 @@ class ChatCompletionRequest(SamplingRequest):
 class LoadAdapterRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    lora_name: str = Field(min_length=1, max_length=200)
-    lora_path: str = Field(min_length=1)
+    lora_name: str = Field(min_length=1, max_length=MAX_NAME)
+    lora_path: str = Field(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")
+    """A directory on the server's machine (no NUL byte: no path holds one)."""
 
 
 class UnloadAdapterRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    lora_name: str = Field(min_length=1)
+    lora_name: str = Field(min_length=1, max_length=MAX_NAME)
+
+
+_Request = TypeVar("_Request", bound=BaseModel)
+
+
+def parse_json(text: str | bytes, what: str = "body") -> Any:
+    """Strict JSON (RFC 8259) as Python values, or a 400 that says what is wrong and where.
+
+    NaN, Infinity, lone surrogates, numbers too large and nesting deeper than
+    the parser's limit (200) are refused here: none has a meaning in a
+    request, and each made a later step fail with a 500.
+    """
+    try:
+        value = from_json(text, allow_inf_nan=False)
+    except ValueError as exc:
+        raise APIError(
+            400,
+            f"{what} must be strict JSON (no NaN or Infinity, no lone surrogates, at most 200 "
+            f"levels deep): {exc}",
+        ) from None
+    return value
+
+
+def check_json_value(value: Any, what: str, depth: int = 0) -> None:
+    """Refuse non-finite numbers (JSON's 1e999 reads as infinity) and nesting over `MAX_JSON_DEPTH`.
+
+    Raises ValueError, which pydantic validators turn into a 400's message.
+    """
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{what} holds a number out of range ({value})")
+    if isinstance(value, dict):
+        for item in value.values():
+            check_json_value(item, what, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            check_json_value(item, what, depth + 1)
+
+
+def parse_request(body: bytes, model: type[_Request]) -> _Request:
+    """A request body as ``model``; any malformed body is an `APIError` 400 with the reason."""
+    value = parse_json(body)
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise APIError(400, describe(exc)) from None
 
 
 def describe(exc: ValidationError) -> str:
