@@ -213,8 +213,8 @@ def parse_json(text: str | bytes, what: str = "body") -> Any:
     except ValueError as exc:
         raise APIError(
             400,
-            f"{what} must be strict JSON (no NaN or Infinity, no lone surrogates, at most 200 "
-            f"levels deep): {exc}",
+            f"{what}: not JSON, or not strict JSON (NaN, Infinity, lone surrogates and nesting "
+            f"over 200 levels are refused): {exc}",
         ) from None
     return value
 
