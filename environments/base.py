@@ -92,6 +92,23 @@ class TextEnv(gym.Env[str, str]):
         # sent and rejected with an error observation rather than a crash.
         self.action_space = text_space(max_action_chars * 4)
         self._last_observation = ""
+        self._chat: list[dict[str, Any]] = []
+        self.tool_specs: list[dict[str, Any]] = []
+        """The tools offered to the model (OpenAI function specs); empty for plain dialogue."""
+
+    # -- chat -----------------------------------------------------------------
+    def chat_messages(self) -> list[dict[str, Any]]:
+        """The episode so far as chat messages, for a model that reads its own chat template.
+
+        An optional ``system`` message (how to act), a ``user`` message (the
+        task), then per turn the agent's ``assistant`` message (its utterance,
+        exactly as said) and what came back: a ``tool`` result, or a ``user``
+        message (an answer, a customer's reply, the next page). The text
+        observation renders the same episode in the project's own format, which
+        the critic reads; a chat policy renders these messages with its template
+        (`archer_agents.formats.conversation`).
+        """
+        return [dict(message) for message in self._chat]
 
     # -- tasks --------------------------------------------------------------
     def task_ids(self, split: str = "train") -> Sequence[str]:

@@ -166,7 +166,14 @@ class SpecToolEnv(ToolCallingEnv):
     ``max_action_chars``.
     """
 
-    def __init__(self, spec: ToolEnvSpec, *, render_mode: str | None = None, **overrides: Any):
+    def __init__(
+        self,
+        spec: ToolEnvSpec,
+        *,
+        render_mode: str | None = None,
+        tool_format: str = "embedded",
+        **overrides: Any,
+    ):
         allowed = {"max_turns", "error_penalty", "final_tools", "max_action_chars"}
         unknown = sorted(set(overrides) - allowed)
         if unknown:
@@ -187,6 +194,7 @@ class SpecToolEnv(ToolCallingEnv):
             error_penalty=spec.error_penalty,
             max_action_chars=spec.max_action_chars,
             render_mode=render_mode,
+            tool_format=tool_format,
         )
         self.scripted_kinds = ("expert", "random") if spec.expert is not None else ("random",)  # type: ignore[misc]
 
@@ -320,8 +328,12 @@ def make_tool_env(
     error_penalty: float = -0.1,
     max_action_chars: int = 2_000,
     render_mode: str | None = None,
+    tool_format: str = "embedded",
 ) -> TextEnv:
-    """One environment from your tools and tasks, unregistered (see the module docstring)."""
+    """One environment from your tools and tasks, unregistered (see the module docstring).
+
+    ``tool_format`` is how the agent writes its calls (`ToolCallingEnv`'s option).
+    """
     spec = tool_env_spec(
         make_tools=make_tools,
         new_state=new_state,
@@ -333,7 +345,7 @@ def make_tool_env(
         error_penalty=error_penalty,
         max_action_chars=max_action_chars,
     )
-    return SpecToolEnv(spec, render_mode=render_mode)
+    return SpecToolEnv(spec, render_mode=render_mode, tool_format=tool_format)
 
 
 def register_tool_env(

@@ -25,12 +25,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from archer_agents.environments.base import TextEnv, to_ascii
-from archer_agents.formats.prompts import render_messages, tool_spec
+from archer_agents.formats import tool_formats
+from archer_agents.formats.prompts import message_text, render_messages, tool_spec
 from archer_agents.formats.tool_calls import (
     ActionParseError,
     ToolCall,
@@ -39,6 +40,9 @@ from archer_agents.formats.tool_calls import (
 )
 
 logger = logging.getLogger(__name__)
+
+CALL_FORMATS = ("embedded", "hermes", "llama3_json")
+"""The ``tool_format`` values an environment reads (the families vLLM's parsers read, and ours)."""
 
 
 class ToolTask(BaseModel):
@@ -134,6 +138,10 @@ class ToolCallingEnv(TextEnv):
         final_tools: calling any of these ends the episode (e.g. ``submit``).
         max_turns: the horizon; reaching it truncates the episode.
         error_penalty: reward added on a turn whose action was a mistake.
+        tool_format: how the agent writes a call: ``embedded`` (the project's own
+            JSON or Python-call forms), ``hermes`` (``<tool_call>{...}</tool_call>``,
+            Qwen and ChatML models) or ``llama3_json`` (Llama 3's JSON), read as
+            vLLM's tool parsers read them (`archer_agents.formats.tool_formats`).
     """
 
     def __init__(
@@ -147,8 +155,12 @@ class ToolCallingEnv(TextEnv):
         error_penalty: float = -0.1,
         max_action_chars: int = 2_000,
         render_mode: str | None = None,
+        tool_format: str = "embedded",
     ) -> None:
         super().__init__(max_action_chars=max_action_chars, render_mode=render_mode)
+        if tool_format not in CALL_FORMATS:
+            raise ValueError(f"tool_format {tool_format!r} is not one of {list(CALL_FORMATS)}")
+        self.tool_format = tool_formats.tool_format(tool_format)
         if not tools:
             raise ValueError("ToolCallingEnv needs at least one tool")
         self.tools = {tool.name: tool for tool in tools}
@@ -178,7 +190,23 @@ class ToolCallingEnv(TextEnv):
     # -- hooks for subclasses ---------------------------------------------
     def initial_observation(self, task: ToolTask) -> str:
         """The task as a user message with the tools bound, in `render_messages`' format."""
-        return render_messages([HumanMessage(task.instruction)], self.tool_specs)
+        return self.start_conversation([HumanMessage(task.instruction)])
+
+    def start_conversation(self, messages: Sequence[BaseMessage]) -> str:
+        """Open the episode with ``messages`` (system, user): its chat form and its text."""
+        roles = ["system" if isinstance(m, SystemMessage) else "user" for m in messages]
+        self._chat = [
+            {"role": role, "content": message_text(m)}
+            for role, m in zip(roles, messages, strict=True)
+        ]
+        return render_messages(messages, self.tool_specs)
+
+    def chat_reply(self, record: CallRecord | None, output: str) -> dict[str, Any]:
+        """The chat message for what came back from a turn (a tool result by default)."""
+        message: dict[str, Any] = {"role": "tool", "content": output}
+        if record is not None:
+            message["name"] = record.name
+        return message
 
     def after_call(self, record: CallRecord) -> tuple[str, bool]:
         """The observation text for a call and whether it ends the episode."""
@@ -187,6 +215,22 @@ class ToolCallingEnv(TextEnv):
     def final_reward(self) -> tuple[float, bool]:
         assert self.task is not None
         return self.reward_fn(self.task, self.calls)
+
+    def _read_call(self, action: str) -> ToolCall:
+        """The one call an utterance makes, in the environment's tool format."""
+        if self.tool_format is tool_formats.EMBEDDED:
+            return parse_tool_call(action)
+        reply = self.tool_format.parse(action)
+        if reply.error is not None:
+            raise ActionParseError(reply.error)
+        if not reply.calls:
+            example = self.tool_format.render([ToolCall("tool_name", {"argument": "value"})])
+            raise ActionParseError(f"Error: no tool call in the reply. Call one tool: {example}")
+        if len(reply.calls) > 1:
+            raise ActionParseError(
+                f"Error: {len(reply.calls)} tool calls in one reply; call one tool a turn."
+            )
+        return reply.calls[0]
 
     # -- gymnasium ------------------------------------------------------------
     def reset(
@@ -209,11 +253,12 @@ class ToolCallingEnv(TextEnv):
         reward = 0.0
         terminated = False
         too_long = self._action_too_long(action)
+        record: CallRecord | None = None
         if too_long is not None:
             output, info["invalid_action"] = too_long, True
         else:
             try:
-                call = parse_tool_call(action)
+                call = self._read_call(action)
             except ActionParseError as exc:
                 output, info["invalid_action"] = str(exc), True
             else:
@@ -236,5 +281,6 @@ class ToolCallingEnv(TextEnv):
             info["success"] = success
         shown_action = action if too_long is None else action[: self.max_action_chars] + "..."
         self._history.append(to_ascii(f"Action: {shown_action}\nObservation: {output}\n"))
+        self._chat += [{"role": "assistant", "content": action}, self.chat_reply(record, output)]
         self._last_observation = "".join(self._history)
         return self._last_observation, reward, terminated, truncated, info

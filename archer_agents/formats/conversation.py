@@ -173,18 +173,22 @@ class ChatTemplate:
 
     def _check_prefix_preserving(self) -> bool:
         """Whether each longer render of the probe starts with the shorter one."""
-        try:
-            for end in range(2, len(_PROBE) + 1):
-                shorter = self.render(_PROBE[: end - 1], add_generation_prompt=False)
-                longer = self.render(_PROBE[:end], add_generation_prompt=False)
-                if not longer.startswith(shorter):
-                    return False
-                if _PROBE[end - 1]["role"] == "assistant":
-                    prompt = self.render(_PROBE[: end - 1], add_generation_prompt=True)
-                    if not longer.startswith(prompt):
+        # With and without a system message; a conversation opens with a user message at
+        # the latest (some templates put the tools there and cannot render without one).
+        for probe in (_PROBE, _PROBE[1:]):
+            opening = 2 if probe[0]["role"] == "system" else 1
+            try:
+                for end in range(opening + 1, len(probe) + 1):
+                    shorter = self.render(probe[: end - 1], add_generation_prompt=False)
+                    longer = self.render(probe[:end], add_generation_prompt=False)
+                    if not longer.startswith(shorter):
                         return False
-        except ChatTemplateError:
-            return False
+                    if probe[end - 1]["role"] == "assistant":
+                        prompt = self.render(probe[: end - 1], add_generation_prompt=True)
+                        if not longer.startswith(prompt):
+                            return False
+            except ChatTemplateError:
+                return False
         return True
 
 

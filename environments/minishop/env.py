@@ -107,6 +107,7 @@ class MiniShopEnv(TextEnv):
         self._done = False
         self.state, self._view = self._begin_episode()
         self._last_observation = self._observe("")
+        self._chat = [{"role": "user", "content": self._last_observation}]
         info = {"task_id": task_id, "split": split, "url": self._view.url, **self._extra_info()}
         return self._last_observation, info
 
@@ -160,6 +161,10 @@ class MiniShopEnv(TextEnv):
         info["url"] = self._view.url
         info.update(self._extra_info())
         self._last_observation = self._observe(error)
+        self._chat += [
+            {"role": "assistant", "content": action},
+            {"role": "user", "content": self._last_observation},
+        ]
         return self._last_observation, reward, terminated, truncated, info
 
     def _observe(self, error: str) -> str:

@@ -74,6 +74,9 @@ class QuestionGameEnv(TextEnv):
         self._done = True
         self._table: AnswerTable | None = None
 
+    secret_kind = "a secret"
+    """What the secret is, for the chat form's rules (``"an object"``, ``"a city"``)."""
+
     def task_ids(self, split: str = "train") -> Sequence[str]:
         return self.oracle.secrets(split)
 
@@ -86,6 +89,7 @@ class QuestionGameEnv(TextEnv):
         self.turn = 0
         self._done = False
         self._last_observation = OBSERVATION_HEADER
+        self._chat = [{"role": "user", "content": self.chat_rules}]
         return self._last_observation, {"task_id": task_id, "split": split, "turn": 0}
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
@@ -105,6 +109,10 @@ class QuestionGameEnv(TextEnv):
         if not (line.isascii() and line.isprintable()):  # the fast path skips a per-char copy
             line = to_ascii(line)
         self._last_observation += line + "\n"
+        self._chat += [
+            {"role": "assistant", "content": action},
+            {"role": "user", "content": verdict.answer},
+        ]
         terminated = verdict.solved
         truncated = not terminated and self.turn >= self.max_turns
         info: dict[str, Any] = {
@@ -119,6 +127,15 @@ class QuestionGameEnv(TextEnv):
             self._done = True
             info["success"] = terminated
         return self._last_observation, 0.0 if terminated else -1.0, terminated, truncated, info
+
+    @property
+    def chat_rules(self) -> str:
+        """The game's rules as the opening user message of the chat form."""
+        return (
+            f"Let's play a guessing game: I have chosen {self.secret_kind}. "
+            "Ask me one yes/no question at a time and I will answer Yes. or No.; "
+            "you win by naming the secret, and every question costs one point."
+        )
 
     # -- scripted agents ----------------------------------------------------
     @property

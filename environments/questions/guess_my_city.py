@@ -28,6 +28,8 @@ class GuessMyCityEnv(QuestionGameEnv):
         render_mode: ``"ansi"`` or None.
     """
 
+    secret_kind = "a city"
+
     def __init__(
         self,
         *,

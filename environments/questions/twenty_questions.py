@@ -44,6 +44,8 @@ class TwentyQuestionsEnv(QuestionGameEnv):
         """The oracle played when none is given."""
         return TwentyQuestionsOracle.default()
 
+    secret_kind = "an object"
+
     def __init__(
         self,
         *,

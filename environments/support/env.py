@@ -64,7 +64,7 @@ from archer_agents.environments.support.user import (
     is_affirmative,
 )
 from archer_agents.environments.tool_env import CallRecord, ToolCallingEnv, ToolTask
-from archer_agents.formats.prompts import message_text, render_messages
+from archer_agents.formats.prompts import message_text
 from archer_agents.tools.support.generate import DatabaseSize, generate_database
 from archer_agents.tools.support.models import RecordDigests
 from archer_agents.tools.support.policy import POLICY
@@ -168,11 +168,12 @@ class SupportSimEnv(ToolCallingEnv):
         self.user = self.user_factory()
         opening = self.user.start(self._support_task.goal)
         self._said = []
+        self._last_reply = ""
         self._last_user_yes = False
         self._writes_confirmed = []
         self._invalid_actions = 0
         self._report = {}
-        return render_messages([self._system, HumanMessage(opening)], self.tool_specs)
+        return self.start_conversation([self._system, HumanMessage(opening)])
 
     def after_call(self, record: CallRecord) -> tuple[str, bool]:
         if record.error:
@@ -182,11 +183,18 @@ class SupportSimEnv(ToolCallingEnv):
             self._said.append(message)
             reply = self.user.reply(message)
             self._last_user_yes = is_affirmative(reply)
+            self._last_reply = reply
             return f"User: {reply}", STOP in reply
         if record.name in WRITE_TOOLS:
             self._writes_confirmed.append(self._last_user_yes)
             self._last_user_yes = False
         return super().after_call(record)
+
+    def chat_reply(self, record: CallRecord | None, output: str) -> dict[str, Any]:
+        """A ``respond`` call's answer is the customer's next message, not a tool result."""
+        if record is not None and record.name == RESPOND and not record.error:
+            return {"role": "user", "content": self._last_reply}
+        return super().chat_reply(record, output)
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         observation, reward, terminated, truncated, info = super().step(action)
