@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qs, urlsplit
 
+from archer_agents.tools.browser.confined import BrowserFailure
 from archer_agents.tools.shop.actions import Step
 from archer_agents.tools.shop.catalog import Catalog
 from archer_agents.tools.shop.pages import (
@@ -41,15 +42,11 @@ logger = logging.getLogger(__name__)
 START_PATH = "/"
 
 
-class BackendFailure(RuntimeError):
-    """The machinery behind the shop (the browser) failed; the episode cannot go on.
+BackendFailure = BrowserFailure
+"""The machinery behind the shop (the browser) failed; the episode cannot go on.
 
-    ``kind`` is ``crashed``, ``hung`` or ``error``; the message says what happened.
-    """
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
+``kind`` is ``crashed``, ``hung`` or ``error``; the message says what happened.
+"""
 
 
 @dataclass(frozen=True)
