@@ -27,11 +27,51 @@ ENVIRONMENTS: tuple[tuple[str, str], ...] = (
 )
 
 
+MINIWOB_ENTRY_POINT = "archer_agents.environments.miniwob.env:MiniWoBEnv"
+# MiniWoB++ tasks (archer/miniwob.<task>-v0), in real Chromium; the selection, and what is
+# left out and why, is in environments/miniwob/tasks.py (a test keeps the two lists equal).
+MINIWOB_TASKS: tuple[str, ...] = (
+    "click-button",
+    "click-button-sequence",
+    "click-link",
+    "click-option",
+    "click-checkboxes",
+    "click-dialog",
+    "click-dialog-2",
+    "click-tab",
+    "click-test",
+    "click-test-2",
+    "click-widget",
+    "enter-text",
+    "enter-text-2",
+    "enter-password",
+    "focus-text",
+    "focus-text-2",
+    "login-user",
+    "choose-list",
+    "use-spinner",
+    "unicode-test",
+)
+
+
 def register_all() -> None:
     """Register every environment once (safe to call repeatedly)."""
     for env_id, entry_point in ENVIRONMENTS:
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=entry_point, disable_env_checker=True)
+    for env_id, task in zip(miniwob_ids(), MINIWOB_TASKS, strict=True):
+        if env_id not in gym.registry:
+            gym.register(
+                id=env_id,
+                entry_point=MINIWOB_ENTRY_POINT,
+                kwargs={"task": task},
+                disable_env_checker=True,
+            )
+
+
+def miniwob_ids() -> list[str]:
+    """The MiniWoB++ ids; not in `registered_ids`, as they need Chromium and ``miniwob``."""
+    return [f"{NAMESPACE}/miniwob.{task}-v0" for task in MINIWOB_TASKS]
 
 
 def registered_ids() -> list[str]:

@@ -1,0 +1,404 @@
+"""A confined page for a model to act on: an element-id snapshot and actions.
+
+The snapshot is built in the page by a script that walks the visible DOM and
+tags every element it lists with a ``data-archer-id`` attribute the first time
+it sees it. Ids are therefore stable for the life of an element within a page
+(a later snapshot of the same element shows the same id), deterministic for a
+deterministic page (the same page, seeded the same, gets the same ids), and
+actions find their element by that attribute. Playwright 1.65 has no
+``page.accessibility``; tagging in the page gives ids we control, where CDP's
+accessibility node ids change from one read to the next.
+
+Actions: click, fill, select_option, press, scroll, go_back, goto (allowed
+origins only) and read_text. A mistake of the model (an unknown id, an element
+that cannot be filled, a key that does not exist, a URL off the allowed
+origins) does not raise: the snapshot after it carries the error, for the
+environment to show as an observation. Only the browser's own failure (crash,
+hang) raises, as `BrowserFailure`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from archer_agents.tools.browser.chromium import is_playwright_error
+from archer_agents.tools.browser.confined import ConfinedChromium
+
+logger = logging.getLogger(__name__)
+
+ID_ATTRIBUTE = "data-archer-id"
+MAX_NAME_CHARS = 100
+MAX_TEXT_CHARS = 4_000
+
+SNAPSHOT_JS = r"""
+(opts) => {
+  const ATTR = 'data-archer-id';
+  const ignore = new Set(opts.ignore ? Array.from(document.querySelectorAll(opts.ignore)) : []);
+  if (window.__archerNextId === undefined) window.__archerNextId = 1;
+  const out = [];
+  const clean = (t) => (t || '').replace(/\s+/g, ' ').trim();
+  const cut = (t) => (t.length > opts.maxName ? t.slice(0, opts.maxName - 3) + '...' : t);
+  const SKIP = new Set(['SCRIPT', 'STYLE', 'NOSCRIPT', 'TEMPLATE', 'HEAD', 'META', 'LINK']);
+  const INPUT_ROLES = {checkbox: 'checkbox', radio: 'radio', button: 'button', submit: 'button',
+                       reset: 'button', range: 'slider', number: 'spinbutton', file: 'file'};
+  const NAMED_BY_TEXT = new Set(['link', 'button', 'heading', 'tab', 'menuitem', 'option',
+                                 'listitem', 'label']);
+  const LEAF = new Set(['link', 'button', 'combobox', 'textbox', 'heading', 'option', 'slider',
+                        'spinbutton']);
+  const ownText = (el) => {
+    let t = '';
+    for (const n of el.childNodes) if (n.nodeType === 3) t += ' ' + n.textContent;
+    return clean(t);
+  };
+  const labelOf = (el) => {
+    if (el.getAttribute('aria-label')) return clean(el.getAttribute('aria-label'));
+    if (el.labels && el.labels.length) return clean(el.labels[0].innerText);
+    if (el.placeholder) return clean(el.placeholder);
+    return '';
+  };
+  const roleOf = (el) => {
+    const tag = el.tagName.toLowerCase();
+    const explicit = el.getAttribute('role');
+    if (explicit) return explicit;
+    if (tag === 'a') return 'link';
+    if (tag === 'button') return 'button';
+    if (tag === 'select') return 'combobox';
+    if (tag === 'textarea') return 'textbox';
+    if (tag === 'input') {
+      const type = (el.type || 'text').toLowerCase();
+      return type === 'hidden' ? null : (INPUT_ROLES[type] || 'textbox');
+    }
+    if (/^h[1-6]$/.test(tag)) return 'heading';
+    if (tag === 'img') return 'image';
+    if (tag === 'label') return 'label';
+    if (tag === 'li') return 'listitem';
+    if (el.isContentEditable && el.getAttribute('contenteditable') !== null) return 'textbox';
+    if (el.onclick || el.hasAttribute('tabindex')) return 'clickable';
+    const parent = el.parentElement;
+    if (getComputedStyle(el).cursor === 'pointer' &&
+        !(parent && getComputedStyle(parent).cursor === 'pointer')) return 'clickable';
+    if (ownText(el)) return 'text';
+    return null;
+  };
+  const walk = (el, depth) => {
+    if (SKIP.has(el.tagName) || ignore.has(el)) return;
+    const style = getComputedStyle(el);
+    if (style.display === 'none' || style.visibility === 'hidden') return;
+    const rect = el.getBoundingClientRect();
+    const role = rect.width > 0 && rect.height > 0 ? roleOf(el) : null;
+    let next = depth;
+    if (role) {
+      let id = el.getAttribute(ATTR);
+      if (!id) { id = String(window.__archerNextId++); el.setAttribute(ATTR, id); }
+      const tag = el.tagName.toLowerCase();
+      let name;
+      if (NAMED_BY_TEXT.has(role) && !(role === 'label' && el.control)) name = clean(el.innerText);
+      else if (['textbox', 'checkbox', 'radio', 'combobox', 'slider', 'spinbutton', 'file']
+               .includes(role)) name = labelOf(el);
+      else name = ownText(el) || clean(el.getAttribute('alt') || el.getAttribute('title') || '');
+      if (role === 'label' && el.control) name = ownText(el);
+      const item = {id, role, depth, tag, name: cut(name)};
+      const editable = tag === 'input' || tag === 'textarea' || tag === 'select';
+      if (editable) item.value = cut(el.value || '');
+      if (tag === 'input') item.type = (el.type || 'text').toLowerCase();
+      if (role === 'checkbox' || role === 'radio') item.checked = !!el.checked;
+      if (tag === 'select') item.options = Array.from(el.options).map((o) => cut(clean(o.text)));
+      if (el.disabled) item.disabled = true;
+      if (document.activeElement === el) item.focused = true;
+      out.push(item);
+      next = depth + 1;
+      if (LEAF.has(role)) return;
+    }
+    for (const child of el.children) walk(child, next);
+  };
+  if (document.body) walk(document.body, 0);
+  return {url: location.href, title: document.title, elements: out};
+}
+"""
+
+
+@dataclass(frozen=True)
+class Element:
+    """One listed element of a snapshot; ``element_id`` is what actions take."""
+
+    element_id: str
+    role: str
+    name: str
+    depth: int = 0
+    tag: str = ""
+    value: str | None = None
+    type: str | None = None
+    checked: bool | None = None
+    options: tuple[str, ...] = ()
+    disabled: bool = False
+    focused: bool = False
+
+    def line(self) -> str:
+        """``[12] checkbox "Yes" checked``, indented two spaces per level."""
+        parts = [f"[{self.element_id}] {self.role}"]
+        if self.name:
+            parts.append(json.dumps(self.name))
+        if self.type == "password":
+            parts.append("password")
+        if self.value is not None and self.role not in ("checkbox", "radio", "button"):
+            parts.append(f"value={json.dumps(self.value)}")
+        if self.checked is not None:
+            parts.append("checked" if self.checked else "unchecked")
+        if self.options:
+            parts.append(f"options={json.dumps(list(self.options))}")
+        if self.disabled:
+            parts.append("disabled")
+        if self.focused:
+            parts.append("focused")
+        return "  " * self.depth + " ".join(parts)
+
+
+@dataclass(frozen=True)
+class PageSnapshot:
+    """What the page shows now; ``error`` is the last action's mistake, if any."""
+
+    url: str
+    title: str
+    elements: tuple[Element, ...]
+    error: str = ""
+    text: str = ""
+    """What read_text read (empty after other actions)."""
+
+    def tree(self) -> str:
+        return "\n".join(element.line() for element in self.elements)
+
+    def find(self, role: str | None = None, name: str | None = None) -> list[Element]:
+        """Elements with that role and/or exactly that name."""
+        return [
+            e
+            for e in self.elements
+            if (role is None or e.role == role) and (name is None or e.name == name)
+        ]
+
+    def by_id(self, element_id: str) -> Element | None:
+        return next((e for e in self.elements if e.element_id == element_id), None)
+
+
+@dataclass(frozen=True)
+class PageAction:
+    """One model action: ``kind`` is click, fill, select_option, press, scroll, go_back,
+    goto or read_text."""
+
+    kind: str
+    element_id: str = ""
+    text: str = ""
+    dx: int = 0
+    dy: int = 0
+
+
+ACTION_KINDS = ("click", "fill", "select_option", "press", "scroll", "go_back", "goto", "read_text")
+_ID = re.compile(r"\d{1,9}")
+
+
+class PageActionError(Exception):
+    """A mistake of the model's action; the message is fit to show it."""
+
+
+class BrowserSession(ConfinedChromium):
+    """A confined Chromium with one page at a time, seen as element-id snapshots.
+
+    Args: those of `ConfinedChromium`, plus
+        ignore_selector: elements (and their subtrees) the snapshot leaves out.
+        element_timeout_s: how long an action waits for its element to be actionable
+            before it is reported as the model's mistake.
+    """
+
+    def __init__(
+        self,
+        origins: str | Sequence[str],
+        *,
+        ignore_selector: str = "",
+        element_timeout_s: float = 2.0,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("name", "session")
+        super().__init__(origins, **kwargs)
+        self.ignore_selector = ignore_selector
+        self.element_timeout_s = element_timeout_s
+
+    # -- episodes ------------------------------------------------------------------------------
+    def open(self, url: str) -> PageSnapshot:
+        """A fresh confined context on ``url`` (which must be on an allowed origin)."""
+        if not self.allows(url):
+            raise ValueError(f"{url!r} is not on an allowed origin ({', '.join(self.origins)})")
+        self.ensure_started()
+
+        def job() -> PageSnapshot:
+            page = self.new_context()
+            page.goto(url, wait_until="load")
+            return self._snapshot()
+
+        return self._call(job, self._deadline(2))
+
+    def evaluate(self, expression: str, arg: Any = None) -> Any:
+        """Run the environment's own script in the page (not the model's)."""
+        return self._call(lambda: self._page.evaluate(expression, arg), self._deadline(1))
+
+    def snapshot(self) -> PageSnapshot:
+        return self._call(self._snapshot, self._deadline(1))
+
+    def act(self, action: PageAction) -> PageSnapshot:
+        """Carry out ``action``; the snapshot after it carries the model's mistake, if any."""
+        if action.kind not in ACTION_KINDS:
+            raise ValueError(f"unknown action kind {action.kind!r}; use one of {ACTION_KINDS}")
+
+        def job() -> PageSnapshot:
+            error, text = "", ""
+            try:
+                text = self._perform(action)
+            except PageActionError as exc:
+                error = str(exc)
+            except Exception as exc:
+                if not is_playwright_error(exc) or not self.running:
+                    raise
+                error = f"Error: {action.kind} failed: {_first_line(exc)}"
+            if error:
+                logger.debug("model action %s failed: %s", action, error)
+            self._settle()
+            return replace(self._snapshot(), error=error, text=text)
+
+        return self._call(job, self._deadline(3))
+
+    # convenience wrappers
+    def click(self, element_id: str) -> PageSnapshot:
+        return self.act(PageAction("click", element_id))
+
+    def fill(self, element_id: str, text: str) -> PageSnapshot:
+        return self.act(PageAction("fill", element_id, text))
+
+    def select_option(self, element_id: str, value: str) -> PageSnapshot:
+        return self.act(PageAction("select_option", element_id, value))
+
+    def press(self, key: str) -> PageSnapshot:
+        return self.act(PageAction("press", text=key))
+
+    def scroll(self, dx: int, dy: int) -> PageSnapshot:
+        return self.act(PageAction("scroll", dx=dx, dy=dy))
+
+    def go_back(self) -> PageSnapshot:
+        return self.act(PageAction("go_back"))
+
+    def goto(self, url: str) -> PageSnapshot:
+        return self.act(PageAction("goto", text=url))
+
+    def read_text(self, element_id: str = "") -> PageSnapshot:
+        return self.act(PageAction("read_text", element_id))
+
+    # -- on the Playwright thread ------------------------------------------------------------
+    def _locator(self, element_id: str) -> Any:
+        if not _ID.fullmatch(element_id):
+            raise PageActionError(f"Error: {element_id!r} is not an element id (ids are numbers).")
+        locator = self._page.locator(f'[{ID_ATTRIBUTE}="{element_id}"]')
+        if locator.count() == 0:
+            raise PageActionError(f"Error: there is no element [{element_id}] on the page.")
+        return locator.first
+
+    def _perform(self, action: PageAction) -> str:
+        page = self._page
+        timeout = self.element_timeout_s * 1000
+        kind = action.kind
+        if kind == "click":
+            self._locator(action.element_id).click(timeout=timeout)
+        elif kind == "fill":
+            self._locator(action.element_id).fill(action.text, timeout=timeout)
+        elif kind == "select_option":
+            self._locator(action.element_id).select_option(action.text, timeout=timeout)
+        elif kind == "press":
+            if not action.text:
+                raise PageActionError('Error: press needs a key, e.g. press("Enter").')
+            page.keyboard.press(action.text)
+        elif kind == "scroll":
+            page.evaluate("([x, y]) => window.scrollBy(x, y)", [action.dx, action.dy])
+        elif kind == "go_back":
+            if not self._can_go_back():
+                raise PageActionError("Error: there is no previous page to go back to.")
+            page.go_back(wait_until="domcontentloaded")
+        elif kind == "goto":
+            if not self.allows(action.text):
+                self.block(action.text)
+                raise PageActionError(
+                    f"Error: {action.text[:200]!r} is outside the allowed origins "
+                    f"({', '.join(self.origins)}); the request was blocked."
+                )
+            page.goto(action.text, wait_until="load")
+        else:  # read_text
+            if action.element_id:
+                text = self._locator(action.element_id).inner_text(timeout=timeout)
+            else:
+                text = page.inner_text("body", timeout=timeout)
+            text = " ".join(text.split())
+            return text[:MAX_TEXT_CHARS]
+        return ""
+
+    def _can_go_back(self) -> bool:
+        """Whether the previous history entry exists and is on an allowed origin (the
+        context's first entry is about:blank, which is not)."""
+        cdp = self._page.context.new_cdp_session(self._page)
+        try:
+            history = cdp.send("Page.getNavigationHistory")
+        finally:
+            cdp.detach()
+        index = int(history["currentIndex"])
+        return index > 0 and self.allows(str(history["entries"][index - 1]["url"]))
+
+    def _settle(self) -> None:
+        try:
+            self._page.wait_for_load_state("domcontentloaded")
+        except Exception as exc:
+            if not is_playwright_error(exc) or not self.running:
+                raise
+
+    def _snapshot(self) -> PageSnapshot:
+        arg = {"ignore": self.ignore_selector, "maxName": MAX_NAME_CHARS}
+        try:
+            data = self._page.evaluate(SNAPSHOT_JS, arg)
+        except Exception as exc:
+            # A navigation replaced the document while we read it: read the new one.
+            if not is_playwright_error(exc) or "context was destroyed" not in str(exc):
+                raise
+            self._page.wait_for_load_state("domcontentloaded")
+            data = self._page.evaluate(SNAPSHOT_JS, arg)
+        elements = tuple(
+            Element(
+                element_id=str(item["id"]),
+                role=str(item["role"]),
+                name=str(item.get("name", "")),
+                depth=int(item.get("depth", 0)),
+                tag=str(item.get("tag", "")),
+                value=item.get("value"),
+                type=item.get("type"),
+                checked=item.get("checked"),
+                options=tuple(item.get("options", ())),
+                disabled=bool(item.get("disabled", False)),
+                focused=bool(item.get("focused", False)),
+            )
+            for item in data["elements"]
+        )
+        return PageSnapshot(url=data["url"], title=data["title"], elements=elements)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    message = lines[0] if lines else type(exc).__name__
+    return message[:300]
+
+
+__all__ = [
+    "ACTION_KINDS",
+    "ID_ATTRIBUTE",
+    "BrowserSession",
+    "Element",
+    "PageAction",
+    "PageActionError",
+    "PageSnapshot",
+]
