@@ -49,7 +49,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archer_agents.formats.prompts import render_tool_call
-from archer_agents.formats.tool_calls import ActionParseError, ToolCall, parse_tool_call
+from archer_agents.formats.tool_calls import (
+    ActionParseError,
+    ToolCall,
+    check_call,
+    parse_tool_call,
+)
 
 _MODEL_TEXT_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError)
 """What reading model text (JSON, templates) may raise; all of it is the model's mistake."""
@@ -111,7 +116,11 @@ def _json_error(exc: Exception) -> str:
 
 
 def _call_from_object(payload: Any, where: str, argument_keys: tuple[str, ...]) -> ToolCall | str:
-    """A `ToolCall` from a decoded JSON object, or an error message naming the problem."""
+    """A `ToolCall` from a decoded JSON object, or an error message naming the problem.
+
+    The call passes `check_call` as an embedded one does (nesting depth), so
+    every family refuses the same pathologically nested arguments.
+    """
     if not isinstance(payload, dict):
         return f"Error: {where} must be a JSON object with a name and arguments."
     name = payload.get("name")
@@ -124,7 +133,12 @@ def _call_from_object(payload: Any, where: str, argument_keys: tuple[str, ...]) 
     arguments = payload[key]
     if not isinstance(arguments, dict):
         return f'Error: "{key}" in {where} ({name}) must be an object of named arguments.'
-    return ToolCall(name=name, arguments=arguments)
+    call = ToolCall(name=name, arguments=arguments)
+    try:
+        check_call(call)
+    except ActionParseError as exc:
+        return str(exc)
+    return call
 
 
 class HermesFormat(ToolFormat):
