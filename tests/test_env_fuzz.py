@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -33,7 +34,7 @@ from archer_agents.formats.tool_calls import (
 )
 from archer_agents.formats.tool_formats import tool_format
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent))  # the small kwargs of test_registry
 from test_registry import small_kwargs
 
 EXAMPLES = 100
