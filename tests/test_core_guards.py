@@ -14,6 +14,9 @@ value is a constant the test can write down.
 
 from __future__ import annotations
 
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -134,3 +137,184 @@ def test_actor_advantage_comes_from_the_online_critic(tiny_policy: LocalPolicy) 
     tiny_policy.model.load_state_dict(untouched)  # back to the weights before the step
     before = total_logprob()
     assert after > before
+
+
+# ------------------------------------------------------------------ 3. resume ---
+
+ENV_ID = "archer/TwentyQuestions-v0"
+RESUME_ARCHER = {
+    "critic_steps": 1,
+    "critic_batch_size": 8,
+    "actor_steps": 1,
+    "actor_batch_size": 8,
+    "warmup_iterations": 1,
+    "max_new_tokens": 4,
+    "critic_lr": 1e-3,
+    "actor_lr": 1e-3,
+}
+RESUME_TRAINER = {
+    "episodes_per_iteration": 3,
+    "num_envs": 3,
+    "eval_every": 1,
+    "eval_episodes": 2,
+    "checkpoint_every": 1,
+    "tensorboard": False,
+}
+
+
+def run_trainer(
+    model_dir: Path,
+    run_dir: Path,
+    iterations: int,
+    archer_changes: dict[str, object],
+    trainer_changes: dict[str, object],
+    *,
+    resume: bool = False,
+) -> Archer:
+    from archer_agents.training.trainer import Trainer, TrainerConfig
+
+    archer = Archer(
+        ArcherConfig(**{**RESUME_ARCHER, **archer_changes}),
+        LocalPolicy.from_pretrained(model_dir, seed=0),
+    )
+    config = TrainerConfig(iterations=iterations, **{**RESUME_TRAINER, **trainer_changes})
+    Trainer(archer, ENV_ID, run_dir, config).train(resume=resume)
+    return archer
+
+
+def episode_log(run_dir: Path) -> list[tuple[object, ...]]:
+    from archer_agents.data.episode_log import read_episodes
+
+    episodes, report = read_episodes(run_dir / "episodes.jsonl")
+    assert report.lines_skipped == 0
+    return [
+        (e.seed, [(t.action, t.action_token_ids, t.reward, t.done) for t in e.transitions])
+        for e in episodes
+    ]
+
+
+def training_records(run_dir: Path) -> list[dict[str, object]]:
+    from archer_agents.training.run_log import read_metrics
+
+    # Times differ; a run stopped early logs its final evaluation as a record of its own.
+    return [
+        {k: v for k, v in record.items() if not k.startswith("time/") and "per_s" not in k}
+        for record in read_metrics(run_dir / "metrics.jsonl")
+        if "final_eval" not in record
+    ]
+
+
+@pytest.mark.parametrize(
+    ("archer_changes", "trainer_changes"),
+    [
+        pytest.param({}, {}, id="uniform-batches", marks=pytest.mark.slow),
+        pytest.param(
+            {"critic_batches": "episodes", "actor_states": "latest"},
+            {},
+            id="episode-batches",
+            marks=pytest.mark.slow,
+        ),
+        pytest.param({}, {"eval_every": 3}, id="eval-off-the-stop"),
+    ],
+)
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    archer_changes: dict[str, object],
+    trainer_changes: dict[str, object],
+) -> None:
+    straight = run_trainer(
+        tiny_model_dir, tmp_path / "straight", 4, archer_changes, trainer_changes
+    )
+    run_trainer(tiny_model_dir, tmp_path / "halves", 2, archer_changes, trainer_changes)
+    resumed = run_trainer(
+        tiny_model_dir, tmp_path / "halves", 4, archer_changes, trainer_changes, resume=True
+    )
+
+    assert episode_log(tmp_path / "halves") == episode_log(tmp_path / "straight")
+    assert (resumed.critic_updates, resumed.actor_updates) == (4, 3)
+    for part in ("critic", "target"):
+        a, b = getattr(straight, part).state_dict(), getattr(resumed, part).state_dict()
+        for name, tensor in a.items():
+            assert torch.equal(tensor, b[name]), (part, name)
+    b = resumed.policy.model.state_dict()
+    for name, tensor in straight.policy.model.state_dict().items():
+        assert torch.equal(tensor, b[name]), ("policy", name)
+    assert training_records(tmp_path / "halves") == training_records(tmp_path / "straight")
+
+
+# ------------------------------------------------------- 4. two processes ---
+
+SPLIT_ARCHER = {
+    "critic_steps": 2,
+    "critic_batch_size": 8,
+    "actor_steps": 1,
+    "actor_batch_size": 8,
+    "warmup_iterations": 0,
+    "max_new_tokens": 4,
+    "critic_lr": 1e-3,
+    "actor_lr": 1e-3,
+}
+
+SPLIT = textwrap.dedent(
+    """
+    import os, sys
+    import torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, sys.argv[3])
+    from archer_agents.training.distributed import Distributed
+    from test_core_guards import one_update
+
+    rank = int(os.environ["RANK"])
+    Distributed.from_environment(cpu=True)
+    torch.save(one_update(sys.argv[1]), os.path.join(sys.argv[2], f"rank{rank}.pt"))
+    """
+)
+
+
+def one_update(model_dir: str) -> dict[str, dict[str, torch.Tensor]]:
+    """One ArCHer update (two critic steps, one actor step) on a fixed buffer; the weights.
+
+    The policy says only end-of-utterance at the start state, so a_pi is the same in any
+    process whatever its sampler; every other draw is the buffer's, equal everywhere.
+    """
+    from test_archer import make_eos_likely
+
+    policy = LocalPolicy.from_pretrained(model_dir, seed=0)
+    make_eos_likely(policy, START)
+    archer = Archer(ArcherConfig(**SPLIT_ARCHER), policy)
+    for k in range(12):
+        archer.buffer.add(
+            turn(f"Is it a {['cat', 'dog', 'fox', 'owl'][k % 4]}?", -k / 4, done=k % 3 == 0)
+        )
+    archer.update(1)
+    assert (archer.critic_updates, archer.actor_updates) == (2, 1)
+    return {
+        "policy": {k: v.clone() for k, v in policy.model.state_dict().items()},
+        "critic": {k: v.clone() for k, v in archer.critic.state_dict().items()},
+        "target": {k: v.clone() for k, v in archer.target.state_dict().items()},
+    }
+
+
+@pytest.mark.slow
+def test_an_update_split_over_two_processes_is_the_one_process_update(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from test_distributed import launch
+
+    script = tmp_path / "split.py"
+    script.write_text(SPLIT)
+    launch(script, str(tiny_model_dir), str(tmp_path), str(Path(__file__).parent), timeout=120)
+    zero, one = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    alone = one_update(str(tiny_model_dir))
+    initial = Archer(ArcherConfig(**SPLIT_ARCHER), LocalPolicy.from_pretrained(tiny_model_dir))
+    assert any(
+        not torch.equal(tensor, alone["critic"][name])
+        for name, tensor in initial.critic.state_dict().items()
+    ), "the critic never moved"
+    for part in ("policy", "critic", "target"):
+        for name, tensor in alone[part].items():
+            assert torch.equal(zero[part][name], one[part][name]), (part, name)
+            torch.testing.assert_close(
+                zero[part][name], tensor, rtol=1e-5, atol=1e-6, msg=f"{part} {name}"
+            )

@@ -341,7 +341,23 @@ class Trainer:
 
     # -- evaluation ----------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
-        """Play ``eval_episodes`` episodes sweeping the evaluation split; ``eval/...`` metrics."""
+        """Play ``eval_episodes`` episodes sweeping the evaluation split; ``eval/...`` metrics.
+
+        The random state (global generators, the policy's sampler) is put back
+        afterwards: whether and when a run evaluates never changes what it
+        trains on, so a run stopped after its final evaluation resumes into the
+        draws of one that went on.
+        """
+        generator = self._policy_generator()
+        saved = random_state(generator)
+        try:
+            return self._evaluate()
+        finally:
+            restore_rng_state(saved["rng"])
+            if generator is not None:
+                generator.set_state(saved["policy_generator"])
+
+    def _evaluate(self) -> dict[str, float]:
         config = self.config
         if self._eval_task_ids is None:
             self._eval_task_ids = split_task_ids(self._factory(), config.eval_split)

@@ -426,6 +426,8 @@ class Archer:
                 None if self.actor_optimizer is None else self.actor_optimizer.state_dict()
             ),
             "buffer": self.buffer.state_dict(),
+            # The generator of whole-episode critic batches and of the newest rollout's order.
+            "rng": self._rng.bit_generator.state,
             "critic_updates": self.critic_updates,
             "actor_updates": self.actor_updates,
         }
@@ -452,6 +454,8 @@ class Archer:
         self.buffer.load_state_dict(state["buffer"])
         self._episodes = deque(_episodes_in_order(self.buffer.in_order()))
         self._episode_transitions = sum(len(e) for e in self._episodes)
+        if "rng" in state:  # absent from checkpoints written before it was saved
+            self._rng.bit_generator.state = state["rng"]
         self.critic_updates = int(state["critic_updates"])
         self.actor_updates = int(state["actor_updates"])
         if self.reference is not None and "reference" in state:
