@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Sequence
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -72,7 +72,8 @@ class TextEnv(gym.Env[str, str]):
     """Base class: text spaces, task splits and scripted agents."""
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"]}  # noqa: RUF012  (Gymnasium's name)
-    scripted_kinds: ClassVar[tuple[str, ...]] = ("expert", "weak", "random")
+    scripted_kinds: tuple[str, ...] = ("expert", "weak", "random")
+    """The scripted agents `make_scripted_agent` builds (an environment may offer fewer)."""
 
     def __init__(
         self,

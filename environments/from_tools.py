@@ -196,7 +196,7 @@ class SpecToolEnv(ToolCallingEnv):
             render_mode=render_mode,
             tool_format=tool_format,
         )
-        self.scripted_kinds = ("expert", "random") if spec.expert is not None else ("random",)  # type: ignore[misc]
+        self.scripted_kinds = ("expert", "random") if spec.expert is not None else ("random",)
 
     def _build_tools(self, state: Any) -> list[BaseTool]:
         tools = list(self.definition.make_tools(state))

@@ -22,7 +22,8 @@ def run(*args: str, input: str | None = None):
 def test_envs_lists_every_registered_id() -> None:
     result = run("envs")
     assert result.exit_code == 0
-    for name in ("TwentyQuestions", "GuessMyCity", "SupportSim", "MiniShop-v0", "MiniShopBrowser"):
+    names = ("TwentyQuestions", "GuessMyCity", "SupportSim", "MiniShop-v0", "MiniShopBrowser")
+    for name in (*names, "miniwob.click-button-v0", "miniwob.login-user-v0"):
         assert name in result.output
 
 

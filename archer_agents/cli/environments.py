@@ -33,12 +33,12 @@ def envs_command() -> None:
     """List the registered environments."""
     import gymnasium as gym
 
-    from archer_agents.environments import registered_ids
+    from archer_agents.environments.registration import miniwob_ids, registered_ids
 
     table = Table(title="archer environments")
     table.add_column("id")
     table.add_column("entry point")
-    for env_id in registered_ids():
+    for env_id in [*registered_ids(), *miniwob_ids()]:
         table.add_row(env_id, str(gym.spec(env_id).entry_point))
     console.print(table)
 
