@@ -28,8 +28,8 @@ ENVIRONMENTS: tuple[tuple[str, str], ...] = (
 
 
 MINIWOB_ENTRY_POINT = "archer_agents.environments.miniwob.env:MiniWoBEnv"
-# MiniWoB++ tasks (archer/miniwob.<task>-v0), in real Chromium; the selection, and what is
-# left out and why, is in environments/miniwob/tasks.py (a test keeps the two lists equal).
+# MiniWoB++ tasks (archer/miniwob.<task>-v0), in real Chromium; what is left out and why is
+# in environments/miniwob/tasks.py, which reads this list.
 MINIWOB_TASKS: tuple[str, ...] = (
     "click-button",
     "click-button-sequence",

@@ -20,13 +20,8 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import logging
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
@@ -35,6 +30,7 @@ from archer_agents.formats.chat_templates import (
     TOOL_TEMPLATES,
     has_tool_support,
 )
+from archer_agents.policies.model_dirs import check_free, save_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +122,7 @@ def write_base_model(name: str, output_dir: str | Path, *, overwrite: bool = Fal
     """
     spec = base_model(name)
     output_dir = Path(output_dir)
-    _check_free(output_dir, overwrite)
+    check_free(output_dir, overwrite)
     path = locate_gguf(spec)
     _require_gguf()
     logger.info("loading %s from %s (dequantising to float32)", name, path)
@@ -143,11 +139,7 @@ def write_base_model(name: str, output_dir: str | Path, *, overwrite: bool = Fal
     del gguf_model
     tokenizer.chat_template = spec.chat_template
 
-    def save(staging: Path) -> None:
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-
-    _write_atomically(output_dir, save)
+    save_model_dir(output_dir, model, tokenizer)
     logger.info(
         "wrote %s (%d parameters) to %s",
         name,
@@ -200,47 +192,12 @@ def copy_model(
     template (`ensure_tool_template`) when its own renders no tools.
     """
     output_dir = Path(output_dir)
-    _check_free(output_dir, overwrite)
+    check_free(output_dir, overwrite)
     tokenizer = AutoTokenizer.from_pretrained(str(source))
     model = AutoModelForCausalLM.from_pretrained(str(source), dtype="auto")
     if ensure_tool_template(tokenizer, family):
         logger.info("%s had no tool-calling chat template; added one", source)
 
-    def save(staging: Path) -> None:
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-
-    _write_atomically(output_dir, save)
+    save_model_dir(output_dir, model, tokenizer)
     logger.info("copied %s to %s", source, output_dir)
     return output_dir
-
-
-def _check_free(output_dir: Path, overwrite: bool) -> None:
-    occupied = output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir()))
-    if occupied and not overwrite:
-        raise FileExistsError(
-            f"{output_dir} already exists and is not an empty directory; choose another "
-            "directory or pass overwrite=True (which replaces it)"
-        )
-
-
-def _write_atomically(output_dir: Path, write: Callable[[Path], Any]) -> None:
-    """Write into a folder beside ``output_dir`` and swap it in: never a half-written model."""
-    with _staging(output_dir) as staging:
-        write(staging)
-        if output_dir.is_dir():
-            shutil.rmtree(output_dir)
-        elif output_dir.exists():
-            output_dir.unlink()
-        staging.rename(output_dir)
-
-
-@contextmanager
-def _staging(output_dir: Path) -> Iterator[Path]:
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

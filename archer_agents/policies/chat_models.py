@@ -18,8 +18,6 @@ conversations with ``tokenizer.apply_chat_template(messages, tools=...)``.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ from transformers import (
 )
 
 from archer_agents.formats.chat_templates import CHATML_TOOLS, LLAMA3_JSON_TOOLS
+from archer_agents.policies.model_dirs import check_free, save_model_dir
 from archer_agents.policies.tiny_model import MAX_POSITION_EMBEDDINGS, MODEL_SIZES
 
 logger = logging.getLogger(__name__)
@@ -206,27 +205,10 @@ def init_chat_model(
     Deterministic for a given family, corpus, size, vocabulary size and seed.
     """
     output_dir = Path(output_dir)
-    occupied = output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir()))
-    if occupied and not overwrite:
-        raise FileExistsError(
-            f"{output_dir} already exists and is not an empty directory; choose another "
-            "directory or pass overwrite=True (which replaces it)"
-        )
+    check_free(output_dir, overwrite)
     tokenizer = train_chat_tokenizer(family, texts, vocab_size=vocab_size)
     model = build_chat_model(tokenizer, family, size=size, seed=seed)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
-    try:
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        if output_dir.is_dir():
-            shutil.rmtree(output_dir)
-        elif output_dir.exists():
-            output_dir.unlink()
-        staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    save_model_dir(output_dir, model, tokenizer)
     logger.info(
         "built a tiny %s chat model (%d parameters, vocabulary %d) in %s",
         family,

@@ -21,8 +21,6 @@ tokenizer), loadable offline with ``AutoModelForCausalLM.from_pretrained`` and
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,8 @@ from typing import Literal
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from archer_agents.policies.model_dirs import check_free, save_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -187,13 +187,7 @@ def init_model(
     """
     output_dir = Path(output_dir)
     _size(size)
-    occupied = output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir()))
-    if occupied and not overwrite:
-        raise FileExistsError(
-            f"{output_dir} already exists and is not an empty directory; refusing to mix a new "
-            "model with its contents. Choose another directory or pass overwrite=True "
-            "(which replaces it)"
-        )
+    check_free(output_dir, overwrite)
     corpus = [text for text in texts if text.strip()]
     if not corpus:
         raise ValueError(
@@ -203,20 +197,7 @@ def init_model(
 
     tokenizer = train_tokenizer(corpus, vocab_size=vocab_size, merge_within=merge_within)
     model = build_model(tokenizer, size=size, seed=seed)
-    # Write next to the target, then swap, so a failure never leaves a half-written model.
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
-    try:
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        if output_dir.is_dir():
-            shutil.rmtree(output_dir)
-        elif output_dir.exists():
-            output_dir.unlink()
-        staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    save_model_dir(output_dir, model, tokenizer)
     logger.info(
         "built a %s model (%d parameters, vocabulary %d) in %s",
         size,

@@ -24,31 +24,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from archer_agents.environments.registration import MINIWOB_TASKS
 from archer_agents.tools.browser.session import PageSnapshot
 
-TASKS: tuple[str, ...] = (
-    "click-button",
-    "click-button-sequence",
-    "click-link",
-    "click-option",
-    "click-checkboxes",
-    "click-dialog",
-    "click-dialog-2",
-    "click-tab",
-    "click-test",
-    "click-test-2",
-    "click-widget",
-    "enter-text",
-    "enter-text-2",
-    "enter-password",
-    "focus-text",
-    "focus-text-2",
-    "login-user",
-    "choose-list",
-    "use-spinner",
-    "unicode-test",
-)
-"""The registered tasks (``archer/miniwob.<task>-v0``)."""
+TASKS = MINIWOB_TASKS
+"""The registered tasks (``archer/miniwob.<task>-v0``), listed in `registration`."""
 
 TRAIN_SEEDS = range(0, 1000)
 TEST_SEEDS = range(100_000, 100_200)
