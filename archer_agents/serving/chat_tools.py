@@ -19,13 +19,15 @@ template and ignores tools; with vLLM, use `ArcherChatModel` over the server.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from transformers import PreTrainedTokenizerBase
 
 from archer_agents.formats.chat_calls import read_tool_calls
 from archer_agents.formats.chat_prompt import message_text
 from archer_agents.formats.prompts import render_messages, tool_spec
+from archer_agents.formats.tool_formats import ToolFormat
 from archer_agents.serving.openai_protocol import (
     APIError,
     ChatCompletionRequest,
@@ -109,14 +111,54 @@ def tool_choice(req: ChatCompletionRequest) -> str | None:
     return name
 
 
+def template_prompt_text(
+    req: ChatCompletionRequest, tokenizer: PreTrainedTokenizerBase, specs: list[dict[str, Any]]
+) -> str:
+    """The request rendered by the model's own tool-calling chat template, tools included.
+
+    For a model that speaks a family's tool format (a Qwen or ChatML model with
+    a Hermes template, Llama 3): the conversation goes to the template as OpenAI
+    messages, each earlier call's arguments parsed (and checked) from JSON.
+    """
+    messages: list[dict[str, Any]] = []
+    for index, message in enumerate(req.messages):
+        entry: dict[str, Any] = {"role": message.role, "content": _text(message)}
+        if message.tool_calls:
+            entry["tool_calls"] = [_template_call(call) for call in _arguments(message, index)]
+        if message.tool_call_id:
+            entry["tool_call_id"] = message.tool_call_id
+        if message.name:
+            entry["name"] = message.name
+        messages.append(entry)
+    tools = [{"type": "function", "function": spec} for spec in specs]
+    try:
+        text = tokenizer.apply_chat_template(
+            messages, tools=cast(Any, tools), add_generation_prompt=True, tokenize=False
+        )
+    except Exception as error:  # Jinja raises whatever the template's author chose
+        message = f"the model's chat template cannot render this conversation: {error}"
+        raise APIError(400, message) from None
+    return str(text)
+
+
+def _template_call(call: dict[str, Any]) -> dict[str, Any]:
+    """An earlier call as chat templates take it (arguments as an object)."""
+    function = {"name": call["name"], "arguments": call["args"]}
+    return {"id": call["id"], "type": "function", "function": function}
+
+
 def reply_message(
-    text: str, specs: list[dict[str, Any]], choice: str | None
+    text: str,
+    specs: list[dict[str, Any]],
+    choice: str | None,
+    tool_format: ToolFormat | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """The assistant message for an utterance, and whether it is a tool call.
 
-    ``specs`` and ``choice`` are the request's `tool_specs` and `tool_choice`.
+    ``specs`` and ``choice`` are the request's `tool_specs` and `tool_choice`;
+    ``tool_format`` the model's family (None: the project's own forms).
     """
-    content, calls, _, _ = read_tool_calls(text, specs, choice)
+    content, calls, _, _ = read_tool_calls(text, specs, choice, tool_format)
     if not calls:
         return {"role": "assistant", "content": text}, False
     return {

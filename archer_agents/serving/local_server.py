@@ -60,9 +60,12 @@ from archer_agents.formats.chat_prompt import (
     message_text,
     observation_prompt_text,
 )
+from archer_agents.formats.chat_templates import has_tool_support
+from archer_agents.formats.tool_formats import family_for
 from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.serving.chat_tools import (
     reply_message,
+    template_prompt_text,
     tool_choice,
     tool_observation,
     tool_specs,
@@ -266,11 +269,18 @@ def create_app(
                 raise APIError(400, "top_logprobs needs logprobs: true")
             reply = None
             if uses_tools(req):
-                text = observation_prompt_text(tool_observation(req), engine.tokenizer)
                 specs, choice = tool_specs(req), tool_choice(req)  # a bad choice: 400, no sampling
+                # A model with its own tool-calling template reads the conversation in it and
+                # writes calls in its family's format; the embedded model reads training's.
+                tool_format = None
+                if has_tool_support(getattr(engine.tokenizer, "chat_template", None)):
+                    text = template_prompt_text(req, engine.tokenizer, specs)
+                    tool_format = family_for(engine.tokenizer)
+                else:
+                    text = observation_prompt_text(tool_observation(req), engine.tokenizer)
 
                 def reply(utterance: str) -> tuple[dict[str, Any], bool]:
-                    return reply_message(utterance, specs, choice)
+                    return reply_message(utterance, specs, choice, tool_format)
 
             else:
                 messages = [
