@@ -136,8 +136,8 @@ def template_prompt_text(
             messages, tools=cast(Any, tools), add_generation_prompt=True, tokenize=False
         )
     except Exception as error:  # Jinja raises whatever the template's author chose
-        message = f"the model's chat template cannot render this conversation: {error}"
-        raise APIError(400, message) from None
+        problem = f"the model's chat template cannot render this conversation: {error}"
+        raise APIError(400, problem) from None
     return str(text)
 
 
