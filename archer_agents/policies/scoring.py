@@ -31,20 +31,27 @@ if TYPE_CHECKING:
     from archer_agents.policies.local_policy import LocalPolicy
 
 
+def _paired_actions(
+    observations: Sequence[str], action_token_ids: Sequence[Sequence[int]]
+) -> list[list[int]]:
+    """The action ids as int lists, one per observation (a count mismatch is a caller's bug)."""
+    if len(observations) != len(action_token_ids):
+        raise ValueError(
+            f"got {len(observations)} observations but {len(action_token_ids)} actions; "
+            "pass one list of action token ids per observation"
+        )
+    return [[int(i) for i in ids] for ids in action_token_ids]
+
+
 def log_probs(
     policy: LocalPolicy,
     observations: Sequence[str],
     action_token_ids: Sequence[Sequence[int]],
 ) -> list[torch.Tensor]:
     """`LocalPolicy.log_probs`: per-token log-probabilities of the given ids, one row per pair."""
-    if len(observations) != len(action_token_ids):
-        raise ValueError(
-            f"got {len(observations)} observations but {len(action_token_ids)} actions; "
-            "pass one list of action token ids per observation"
-        )
-    if not observations:
+    actions = _paired_actions(observations, action_token_ids)
+    if not actions:
         return []
-    actions = [[int(i) for i in ids] for ids in action_token_ids]
     longest = max(len(ids) for ids in actions)
     if longest >= policy.context_length:
         raise ValueError(
@@ -82,14 +89,9 @@ def log_probs_packed(
     action_token_ids: Sequence[Sequence[int]],
 ) -> list[torch.Tensor]:
     """`LocalPolicy.log_probs_packed`: `log_probs`, the turns of one episode in one row."""
-    if len(observations) != len(action_token_ids):
-        raise ValueError(
-            f"got {len(observations)} observations but {len(action_token_ids)} actions; "
-            "pass one list of action token ids per observation"
-        )
-    if not observations:
+    actions = _paired_actions(observations, action_token_ids)
+    if not actions:
         return []
-    actions = [[int(i) for i in ids] for ids in action_token_ids]
     prompts = [policy.prompt_ids(obs) for obs in observations]
     fits = [len(p) + len(a) < policy.context_length for p, a in zip(prompts, actions, strict=True)]
     chains = chain_prompts(observations, prompts, fits)

@@ -1,6 +1,6 @@
 """The shop over HTTP on 127.0.0.1, for the browser backend.
 
-A stdlib `ThreadingHTTPServer` on an ephemeral port, in a daemon thread. Each
+A `LoopbackServer` (an ephemeral port on 127.0.0.1, a daemon thread). Each
 episode is a session (a cookie set in the episode's fresh browser context)
 with its own `ShopState`, so the server renders exactly the pages the text
 backend shows. Pages are sent with ``Cache-Control: no-store`` so going back
@@ -13,9 +13,9 @@ import logging
 import secrets
 import threading
 from http.cookies import CookieError, SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 
+from archer_agents.tools.browser.loopback import LoopbackServer
 from archer_agents.tools.shop.catalog import Catalog
 from archer_agents.tools.shop.pages import Page, message_page, render_html
 from archer_agents.tools.shop.search import ProductSearch
@@ -27,64 +27,23 @@ SESSION_COOKIE = "minishop_session"
 MAX_BODY_BYTES = 64 * 1024
 
 
-class ShopServer:
+class ShopServer(LoopbackServer):
     """Serves MiniShop sessions on ``http://127.0.0.1:<ephemeral port>``.
 
     Use as a context manager, or call `start` and `close`.
     """
 
+    thread_name = "minishop-http"
+
     def __init__(self, catalog: Catalog, search: ProductSearch | None = None) -> None:
+        super().__init__()
         self.catalog = catalog
         self.search = search or ProductSearch(catalog.products)
         self._sessions: dict[str, ShopState] = {}
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle ---------------------------------------------------------------------
-    def start(self) -> str:
-        """Start serving (idempotent); return the origin, e.g. ``http://127.0.0.1:41234``."""
-        if self._httpd is None:
-            httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-            httpd.daemon_threads = True
-            self._httpd = httpd
-            self._thread = threading.Thread(
-                target=httpd.serve_forever, name="minishop-http", daemon=True
-            )
-            self._thread.start()
-            logger.debug("MiniShop server on %s", self.origin)
-        return self.origin
-
-    @property
-    def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("the shop server is not running; call start() first")
-        return int(self._httpd.server_address[1])
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> ShopServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     # -- sessions ------------------------------------------------------------------------
     def new_session(self) -> tuple[str, ShopState]:
