@@ -12,6 +12,7 @@ is one line for a command to print.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -77,39 +78,89 @@ class ReadReport:
         return f"skipped {count} unreadable line(s): {shown}{more}{first}"
 
 
+@dataclass(frozen=True)
+class TornWrite:
+    """Where a failed `EpisodeWriter.write` may have left part of its line behind.
+
+    ``offset`` is the file size before the write, ``line`` the bytes it was writing. A
+    later writer given this (``EpisodeWriter(path, repair=...)``) cuts the file back to
+    ``offset`` if, and only if, the bytes after ``offset`` are a prefix of ``line``
+    (nobody appended after the fragment), so the episode can be written again whole.
+    """
+
+    offset: int
+    line: bytes
+
+
 class EpisodeWriter:
     """Appends episodes to a JSONL file; each `write` is flushed and fsynced.
 
     If the file ends in a torn line (a previous writer crashed), a newline is
     added first so the torn line stays isolated and the new episodes stay readable.
+
+    A `write` that fails (a full disk, a file system gone read-only, a descriptor
+    closed underneath) raises `OSError` and leaves no part of its line in the file:
+    the fragment is cut off again (a line glued to a fragment would be lost with it).
+    If even that fails, `torn_write` says where the fragment is, and a writer opened
+    later with ``repair=writer.torn_write`` removes it before appending. The file is
+    written through a raw descriptor: nothing is buffered for `close` to retry (and
+    fail on) later, and a descriptor that was closed and reused underneath is noticed
+    (another file's identity) instead of written into, and never closed by `close`.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync: bool = True,
+        repair: TornWrite | None = None,
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
-        self._file = self.path.open("ab")
-        if self._file.tell() > 0 and not _ends_with_newline(self.path):
-            # Without the newline the next episode would be glued onto the fragment and the
-            # line would be lost with it; isolated, only the fragment is skipped on reading.
-            logger.warning(
-                "%s ends in a torn line (line %d, a writer crashed mid-write); it is closed "
-                "with a newline so new episodes start on a fresh line, and readers skip it",
-                self.path,
-                _count_lines(self.path),
-            )
-            self._file.write(b"\n")
-            self._file.flush()
-            if fsync:
-                os.fsync(self._file.fileno())
+        self.torn_write: TornWrite | None = None
+        """A failed write's fragment that could not be removed (see the class docstring)."""
         self.episodes_written = 0
+        # Read access too, to compare a fragment with the line that left it.
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        self._lost = False
+        try:
+            self._identity = _identity(os.fstat(self._fd))
+            if repair is not None:
+                removed = _cut_fragment(self._fd, repair)
+                if removed:
+                    logger.warning(
+                        "%s: removed the %d bytes an earlier failed write left", self.path, removed
+                    )
+            if self._size() > 0 and os.pread(self._fd, 1, self._size() - 1) != b"\n":
+                # Without the newline the next episode would be glued onto the fragment and
+                # the line would be lost with it; isolated, only the fragment is skipped.
+                logger.warning(
+                    "%s ends in a torn line (line %d, a writer crashed mid-write); it is closed "
+                    "with a newline so new episodes start on a fresh line, and readers skip it",
+                    self.path,
+                    _count_lines(self.path),
+                )
+                self._append(b"\n")
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
 
     def write(self, episode: Episode) -> None:
+        """Append ``episode`` as one line; on failure raise `OSError`, leaving no fragment."""
         line = episode.model_dump_json().encode("utf-8") + b"\n"
-        self._file.write(line)
-        self._file.flush()
-        if self._fsync:
-            os.fsync(self._file.fileno())
+        if self._fd < 0:
+            raise OSError(errno.EBADF, f"the writer of {self.path} is closed")
+        offset = self._size()
+        try:
+            self._append(line)
+        except OSError:
+            self._undo(TornWrite(offset, line))
+            raise
         self.episodes_written += 1
 
     def write_all(self, episodes: Iterable[Episode]) -> None:
@@ -117,8 +168,13 @@ class EpisodeWriter:
             self.write(episode)
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        """Close the file. Never raises: nothing is buffered, so nothing can be lost here."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0 and not self._lost:
+            try:
+                os.close(fd)
+            except OSError as exc:  # closed underneath
+                logger.debug("closing %s: %s", self.path, exc)
 
     def __enter__(self) -> EpisodeWriter:
         return self
@@ -130,6 +186,81 @@ class EpisodeWriter:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            self.close()
+
+    # -- internals ------------------------------------------------------------------
+    def _size(self) -> int:
+        """The file's size, after checking that the descriptor still reaches our file.
+
+        A descriptor closed underneath and reused by another open would otherwise take
+        the episodes elsewhere without an error (and `close` would close someone else's).
+        """
+        try:
+            status = os.fstat(self._fd)
+        except OSError:
+            self._lost = True
+            raise
+        if _identity(status) != self._identity:
+            self._lost = True
+            raise OSError(
+                errno.EBADF,
+                f"the descriptor of {self.path} was closed and now reaches another file",
+            )
+        return status.st_size
+
+    def _append(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            if not written:  # nothing more fits
+                raise OSError(errno.ENOSPC, f"no space left for {self.path}")
+            view = view[written:]
+        if self._fsync:
+            os.fsync(self._fd)
+
+    def _undo(self, torn: TornWrite) -> None:
+        """Cut a failed write's fragment off; if that fails, remember it in `torn_write`."""
+        try:
+            if self._lost:
+                raise OSError(errno.EBADF, "the descriptor is no longer this file's")
+            removed = _cut_fragment(self._fd, torn)
+        except OSError as exc:
+            logger.warning(
+                "%s: could not remove what a failed write left (%s); the next writer will",
+                self.path,
+                exc,
+            )
+            self.torn_write = torn
+            return
+        if removed:
+            logger.warning(
+                "%s: removed the %d bytes a failed write left, so the next line starts clean",
+                self.path,
+                removed,
+            )
+
+
+def _identity(status: os.stat_result) -> tuple[int, int]:
+    return status.st_dev, status.st_ino
+
+
+def _cut_fragment(fd: int, torn: TornWrite) -> int:
+    """Truncate ``fd`` back to ``torn.offset`` if what follows is a prefix of ``torn.line``.
+
+    Returns how many bytes were removed (0 when there was nothing of ours to remove).
+    """
+    size = os.fstat(fd).st_size
+    extra = size - torn.offset
+    if extra <= 0 or extra > len(torn.line):
+        return 0
+    if os.pread(fd, extra, torn.offset) != torn.line[:extra]:
+        return 0  # someone else's bytes: never cut them
+    os.ftruncate(fd, torn.offset)
+    os.fsync(fd)
+    return extra
 
 
 def latest_revisions(episodes: Iterable[Episode]) -> list[Episode]:
@@ -146,12 +277,6 @@ def latest_revisions(episodes: Iterable[Episode]) -> list[Episode]:
         if current is None or revision >= int(current.metadata.get("revision", 0)):
             best[episode.episode_id] = episode
     return list(best.values())
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with path.open("rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
 
 
 def _count_lines(path: Path) -> int:

@@ -26,9 +26,19 @@ With ``wait_for_feedback=False`` an episode is written as soon as its run ends.
 masks personal data in every text before anything is written, dropping the
 token ids of any text it changes (they spell the original).
 
-The recorder never raises into the agent: a failing callback is logged, a
-failed write kept in memory until `flush` succeeds. A run whose parent the
-recorder never saw is an episode of its own; a run that calls no model is none.
+The recorder never raises into the agent: a failing callback is logged. A
+write that fails (a full disk, a read-only folder, a log handle closed
+underneath) raises into none of the host's calls (callbacks, `feedback`,
+`flush`, `close`): the episode is kept in memory, up to ``max_unwritten``
+episodes (beyond that the oldest are dropped, counted in `dropped` and logged
+as a warning), and written by a later `flush` or `close` once the disk takes it
+again. A failed write leaves no partial line in the log (`EpisodeWriter` cuts
+the fragment off, or the next writer does), so the lines after it stay readable
+and every kept episode lands exactly once. A slow disk only slows the call
+that writes (``fsync=False`` shortens it); it raises nothing.
+
+A run whose parent the recorder never saw is an episode of its own; a run that
+calls no model is none.
 """
 
 from __future__ import annotations
@@ -50,7 +60,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
-from archer_agents.data.episode_log import EpisodeWriter
+from archer_agents.data.episode_log import EpisodeWriter, TornWrite
 from archer_agents.data.schema import Episode
 from archer_agents.langchain.redaction import Redactor, redact_episode
 from archer_agents.langchain.transitions import ModelCall, episode_transitions, with_reward
@@ -99,6 +109,8 @@ class EpisodeRecorder(BaseCallbackHandler):
         max_waiting: most finished episodes kept waiting; the oldest is then
             written without its reward.
         fsync: fsync the log after each episode (`EpisodeWriter`).
+        max_unwritten: most episodes kept in memory while writes fail; beyond it the
+            oldest are dropped (counted in `dropped`, logged as a warning).
     """
 
     raise_error = False
@@ -113,15 +125,21 @@ class EpisodeRecorder(BaseCallbackHandler):
         wait_for_feedback: bool = True,
         max_waiting: int = 1000,
         fsync: bool = True,
+        max_unwritten: int = 10_000,
     ) -> None:
         if max_waiting < 1:
             raise ValueError(f"max_waiting must be at least 1, got {max_waiting}")
+        if max_unwritten < 1:
+            raise ValueError(f"max_unwritten must be at least 1, got {max_unwritten}")
         self.path = os.fspath(path)
         self.env_id = env_id
         self.redact = redact
         self.wait_for_feedback = wait_for_feedback
         self.max_waiting = max_waiting
+        self.max_unwritten = max_unwritten
         self._fsync = fsync
+        self._torn: TornWrite | None = None
+        self._failing = False
         self._lock = threading.RLock()
         self._writer: EpisodeWriter | None = None
         self._root_of: dict[uuid.UUID, uuid.UUID] = {}
@@ -134,6 +152,8 @@ class EpisodeRecorder(BaseCallbackHandler):
         self._unwritten: OrderedDict[str, Episode] = OrderedDict()
         self.last_episode_id: str | None = None
         """Id of the episode whose run ended last."""
+        self.dropped = 0
+        """Episodes given up because more than ``max_unwritten`` could not be written."""
 
     # -- what the recorder holds ----------------------------------------------------
     @property
@@ -144,7 +164,7 @@ class EpisodeRecorder(BaseCallbackHandler):
 
     @property
     def unwritten(self) -> list[str]:
-        """Ids of episodes whose write failed, kept for `flush` to retry."""
+        """Ids of episodes whose write failed, kept (oldest first) for `flush` to retry."""
         with self._lock:
             return list(self._unwritten)
 
@@ -183,21 +203,29 @@ class EpisodeRecorder(BaseCallbackHandler):
     def flush(self) -> int:
         """Write every waiting episode (without reward) and retry failed writes.
 
-        Returns how many episodes were written; failures stay in memory (`unwritten`).
+        Returns how many episodes were written. Never raises: if the log still cannot
+        be written, the rest stay in memory (`unwritten`, oldest first) for a later call.
         """
         with self._lock:
-            pending = list(self._unwritten.values()) + list(self._waiting.values())
-            self._unwritten.clear()
-            self._waiting.clear()
-            return sum(self._write(episode) for episode in pending)
+            written = 0
+            while self._unwritten or self._waiting:
+                source = self._unwritten if self._unwritten else self._waiting
+                _, episode = source.popitem(last=False)
+                if not self._write(episode):
+                    # The log still fails: keep the rest, in order, without trying each.
+                    for rest in list(self._waiting.values()):
+                        self._keep(rest)
+                    self._waiting.clear()
+                    break
+                written += 1
+            return written
 
     def close(self) -> None:
-        """Flush, then close the log. Episodes still failing stay in `unwritten`."""
+        """Flush, then close the log. Never raises; episodes still failing stay in
+        `unwritten`, and a later `flush` (which reopens the log) can still write them."""
         with self._lock:
             self.flush()
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
+            self._close_writer()
 
     def __enter__(self) -> EpisodeRecorder:
         return self
@@ -463,7 +491,11 @@ class EpisodeRecorder(BaseCallbackHandler):
                 return str(run_id)
             if run_id in self._root_of:
                 return str(self._root_of[run_id])
-            for episode in (*self._waiting.values(), *self._written.values()):
+            for episode in (
+                *self._waiting.values(),
+                *self._unwritten.values(),
+                *self._written.values(),
+            ):
                 if text in {t.info.get("run_id") for t in episode.transitions}:
                     return episode.episode_id
         raise KeyError(
@@ -473,28 +505,88 @@ class EpisodeRecorder(BaseCallbackHandler):
         )
 
     def _write(self, episode: Episode) -> bool:
-        """Redact and append ``episode``; on failure keep it for `flush`. True if written."""
+        """Redact and append ``episode``; on failure keep it (`_keep`). True if written.
+
+        Never raises. A writer that fails is closed; the next attempt opens a fresh one
+        (once at once, so a handle closed underneath costs nothing).
+        """
         with self._lock:
             revision = int(episode.metadata.get("revision", 0)) + 1
             stored = episode.model_copy(deep=True)
             stored.metadata["revision"] = revision
             try:
                 clean = redact_episode(stored, self.redact) if self.redact is not None else stored
-                if self._writer is None:
-                    self._writer = EpisodeWriter(self.path, fsync=self._fsync)
-                self._writer.write(clean)
             except Exception:
                 logger.exception(
-                    "could not write episode %s to %s; kept in memory, call flush() to retry",
+                    "could not write episode %s: redaction failed; kept in memory, call "
+                    "flush() to retry",
                     episode.episode_id,
-                    self.path,
                 )
-                if self._writer is not None:
-                    self._writer.close()
-                    self._writer = None
-                self._unwritten[episode.episode_id] = episode
+                self._keep(episode)
                 return False
+            error: Exception | None = None
+            for _ in range(2):
+                reopened = self._writer is None
+                try:
+                    if self._writer is None:
+                        self._writer = EpisodeWriter(
+                            self.path, fsync=self._fsync, repair=self._torn
+                        )
+                        self._torn = None
+                    self._writer.write(clean)
+                    error = None
+                    break
+                except Exception as exc:  # OSError; anything else is a bug, still not raised
+                    error = exc
+                    self._close_writer()
+                    if reopened:
+                        break
+            if error is not None:
+                self._keep(episode)
+                if not self._failing:
+                    self._failing = True
+                    logger.error(
+                        "could not write episode %s to %s (%s: %s); it is kept in memory "
+                        "(%d unwritten, at most %d) and written by the next flush() or close()",
+                        episode.episode_id,
+                        self.path,
+                        type(error).__name__,
+                        error,
+                        len(self._unwritten),
+                        self.max_unwritten,
+                    )
+                else:
+                    logger.debug("episode %s kept in memory: %s", episode.episode_id, error)
+                return False
+            if self._failing:
+                self._failing = False
+                logger.info("%s takes episodes again", self.path)
             self._written[episode.episode_id] = stored
             while len(self._written) > self.max_waiting:
                 self._written.popitem(last=False)
             return True
+
+    def _keep(self, episode: Episode) -> None:
+        """Hold an unwritten episode (the newest last); past ``max_unwritten`` drop the oldest."""
+        self._unwritten.pop(episode.episode_id, None)
+        self._unwritten[episode.episode_id] = episode
+        while len(self._unwritten) > self.max_unwritten:
+            _, lost = self._unwritten.popitem(last=False)
+            self.dropped += 1
+            logger.warning(
+                "dropped episode %s: %d episodes could not be written to %s and at most "
+                "max_unwritten=%d are kept in memory (%d dropped so far)",
+                lost.episode_id,
+                self.max_unwritten + 1,
+                self.path,
+                self.max_unwritten,
+                self.dropped,
+            )
+
+    def _close_writer(self) -> None:
+        """Close the log (never raises), keeping where a failed write's fragment sits."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            if writer.torn_write is not None:
+                self._torn = writer.torn_write
+            writer.close()
