@@ -1,4 +1,4 @@
-"""A rollout actor for models that read their own chat template, token-exact turn by turn.
+"""Rollout actors for models that read their own chat template, token-exact turn by turn.
 
 `ChatPolicyActor` plays any `TextEnv` in chat form: each episode's opening
 messages (`TextEnv.chat_messages`, with the environment's tools) are rendered
@@ -9,23 +9,75 @@ collector writes therefore carry, per turn, the prompt ids the policy
 conditioned on and the ids it sampled, and turn t + 1's prompt starts with
 turn t's prompt and sampled ids: what is trained on is what was sampled.
 
+`ChatScriptedActor` plays the environment's scripted agent (the expert, for
+behaviour cloning) in the same form: its calls are written in the
+environment's tool-call format and its replies carry the ids a model would
+sample to say them (`ChatTemplate.reply_ids`), so behaviour cloning trains a
+chat model on exactly the prompts it will see.
+
 The environment must read the model's tool-call format
-(``gym.make(env_id, tool_format=...)`` for tool environments; see
-`archer_agents.formats.tool_formats.family_for`). The observation text the
-environment returns (its own rendering of the same episode) is what the
-critic reads.
+(``gym.make(env_id, tool_format=...)`` for tool environments: `chat_env_factory`). The
+observation text the environment returns (its own rendering of the same
+episode) is what the critic reads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from archer_agents.environments.base import TextEnv
+from archer_agents.environments.tool_env import ToolCallingEnv
+from archer_agents.formats import tool_formats
 from archer_agents.formats.conversation import ChatTemplate, Conversation
-from archer_agents.policies.local_policy import LocalPolicy
-from archer_agents.policies.protocol import Generation, SamplingParams
+from archer_agents.formats.tool_calls import bind_positional
+from archer_agents.policies.protocol import Generation, Policy, SamplingParams
+from archer_agents.training.cached_rollout import CachedPolicyActor
+from archer_agents.training.rollout import PolicyActor
+
+logger = logging.getLogger(__name__)
+
+
+def uses_chat_template(policy: Any) -> bool:
+    """Whether a policy's tokenizer brings a chat template (and so plays in chat form)."""
+    tokenizer = getattr(policy, "tokenizer", None)
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def chat_env_factory(factory: Callable[..., Any], tokenizer: Any) -> Callable[..., Any]:
+    """``factory``, making tool environments read ``tokenizer``'s tool-call format.
+
+    A tool-calling environment left in the project's embedded format is built
+    with ``tool_format=<family>`` (`archer_agents.formats.tool_formats.family_for`);
+    any other environment, or one whose format was chosen already, is unchanged.
+    """
+    probe = factory()
+    try:
+        env = probe.unwrapped
+        if not isinstance(env, ToolCallingEnv) or env.tool_format is not tool_formats.EMBEDDED:
+            return factory
+    finally:
+        probe.close()
+    family = tool_formats.family_for(tokenizer)
+    if family is tool_formats.EMBEDDED:
+        return factory
+    logger.info("the environment reads the model's %s tool calls", family.name)
+    return functools.partial(factory, tool_format=family.name)
+
+
+def chat_actor_for(actor: Any) -> Any:
+    """``actor`` in chat form when the policy it samples from brings a chat template.
+
+    A plain sampler (`PolicyActor`, `CachedPolicyActor`) of such a policy becomes a
+    `ChatPolicyActor` with the same sampling; every other actor is unchanged, and
+    a sampler of a policy without a chat template keeps the project's text format.
+    """
+    if isinstance(actor, PolicyActor | CachedPolicyActor) and uses_chat_template(actor.policy):
+        return ChatPolicyActor(actor.policy, actor.sampling)
+    return actor
 
 
 @dataclass
@@ -35,35 +87,22 @@ class _Episode:
     last: Generation | None = None
 
 
-class ChatPolicyActor:
-    """Samples from a `LocalPolicy` with a chat template, one batched call per turn.
+class _ChatActor:
+    """What both chat actors share: one `Conversation` per slot, advanced each turn."""
 
-    Args:
-        policy: the policy; its tokenizer's chat template renders the conversation.
-        sampling: how to sample.
-        chat_template: a Jinja template to use instead of the tokenizer's.
-    """
-
-    def __init__(
-        self,
-        policy: LocalPolicy,
-        sampling: SamplingParams | None = None,
-        *,
-        chat_template: str | None = None,
-    ) -> None:
-        self.policy = policy
-        self.sampling = sampling or SamplingParams()
+    def __init__(self, tokenizer: Any, chat_template: str | None) -> None:
+        self.tokenizer = tokenizer
         self.chat_template = chat_template
         self._templates: dict[str, ChatTemplate] = {}
         self._episodes: dict[int, _Episode] = {}
 
     def begin(self, slot: int, env: TextEnv, observation: str, info: dict[str, Any]) -> None:
-        inner: TextEnv = env.unwrapped  # type: ignore[assignment]
-        template = self._template(inner.tool_specs)  # gymnasium's wrappers hide the chat
-        conversation = Conversation(template, inner.chat_messages())
-        self._episodes[slot] = _Episode(inner, conversation)
+        inner = cast(TextEnv, env.unwrapped)  # gymnasium's wrappers hide the chat
+        template = self._template(inner.tool_specs)
+        self._episodes[slot] = _Episode(inner, Conversation(template, inner.chat_messages()))
 
-    def act(self, slots: Sequence[int], observations: Sequence[str]) -> list[Generation]:
+    def _prompts(self, slots: Sequence[int]) -> list[list[int]]:
+        """Each slot's next prompt: the last one, the reply's ids, then what came back."""
         prompts = []
         for slot in slots:
             episode = self._episodes[slot]
@@ -72,18 +111,121 @@ class ChatPolicyActor:
                 came_back = episode.env.chat_messages()[said + 1 :]
                 episode.conversation.add_turn(episode.last.token_ids, episode.last.text, came_back)
             prompts.append(episode.conversation.prompt_ids)
-        generations = self.policy.generate_ids(prompts, self.sampling)
+        return prompts
+
+    def _remember(self, slots: Sequence[int], generations: Sequence[Generation]) -> None:
         for slot, generation in zip(slots, generations, strict=True):
             self._episodes[slot].last = generation
-        return generations
 
     def _template(self, tools: Sequence[dict[str, Any]]) -> ChatTemplate:
         key = repr([tool.get("name") for tool in tools])
         template = self._templates.get(key)
         if template is None:
-            template = ChatTemplate(self.policy.tokenizer, tools, chat_template=self.chat_template)
+            template = ChatTemplate(self.tokenizer, tools, chat_template=self.chat_template)
             self._templates[key] = template
         return template
 
 
-__all__ = ["ChatPolicyActor"]
+class ChatPolicyActor(_ChatActor):
+    """Samples from a policy with a chat template, one batched call per turn.
+
+    Args:
+        policy: a `LocalPolicy`, or a `ServerPolicy` (the prompt ids are sent as they
+            are); its tokenizer's chat template renders the conversation.
+        sampling: how to sample.
+        chat_template: a Jinja template to use instead of the tokenizer's.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        sampling: SamplingParams | None = None,
+        *,
+        chat_template: str | None = None,
+    ) -> None:
+        super().__init__(getattr(policy, "tokenizer", None), chat_template)
+        self.policy = policy
+        self.sampling = sampling or SamplingParams()
+
+    def act(self, slots: Sequence[int], observations: Sequence[str]) -> list[Generation]:
+        generations = self.policy.generate(self._prompts(slots), self.sampling)
+        self._remember(slots, generations)
+        return generations
+
+
+class ChatScriptedActor(_ChatActor):
+    """The environment's scripted agent, its replies in a chat model's template and format.
+
+    Each reply is the agent's utterance with its tool call rewritten in the
+    environment's tool-call format, recorded with the prompt ids the model's
+    template renders and the ids the model would sample for it (no
+    log-probabilities: nothing was sampled).
+
+    Args:
+        kind: the scripted agent (``expert``, ``weak``, ``random``).
+        tokenizer: the chat model's tokenizer (its template renders the prompts).
+        seed: seeds slot i's agent with ``seed + i``.
+        chat_template: a Jinja template to use instead of the tokenizer's.
+    """
+
+    def __init__(
+        self, kind: str, tokenizer: Any, *, seed: int = 0, chat_template: str | None = None
+    ) -> None:
+        super().__init__(tokenizer, chat_template)
+        self.kind = kind
+        self.seed = seed
+        self._agents: dict[int, Any] = {}
+
+    def begin(self, slot: int, env: TextEnv, observation: str, info: dict[str, Any]) -> None:
+        super().begin(slot, env, observation, info)
+        agent = self._agents.get(slot)
+        if agent is None:
+            agent = env.make_scripted_agent(self.kind, seed=self.seed + slot)
+            self._agents[slot] = agent
+        agent.reset(observation, info)
+
+    def act(self, slots: Sequence[int], observations: Sequence[str]) -> list[Generation]:
+        prompts = self._prompts(slots)
+        generations = []
+        for slot, observation, prompt in zip(slots, observations, prompts, strict=True):
+            episode = self._episodes[slot]
+            text = in_env_format(episode.env, self._agents[slot].act(observation))
+            ids = episode.conversation.template.reply_ids(text)
+            generations.append(
+                Generation(text=text, token_ids=ids, logprobs=[], prompt_token_ids=list(prompt))
+            )
+        self._remember(slots, generations)
+        return generations
+
+
+def in_env_format(env: TextEnv, utterance: str) -> str:
+    """A scripted utterance (the project's embedded call form) in ``env``'s tool-call format.
+
+    Text that is not a call, and every utterance of an environment that reads the
+    embedded form or no tools at all, is returned as it is.
+    """
+    family = getattr(env, "tool_format", tool_formats.EMBEDDED)
+    if family is tool_formats.EMBEDDED:
+        return utterance
+    reply = tool_formats.EMBEDDED.parse(utterance)
+    if not reply.calls:
+        return utterance
+    parameters: dict[str, list[str]] = {
+        spec["name"]: list(spec.get("parameters", {}).get("properties", {}))
+        for spec in env.tool_specs
+    }
+    calls = []
+    for call in reply.calls:
+        arguments = bind_positional(call, parameters.get(call.name, []))
+        calls.append(type(call)(call.name, arguments))
+    return family.render(calls)
+
+
+__all__ = [
+    "ChatPolicyActor",
+    "ChatScriptedActor",
+    "chat_actor_for",
+    "chat_env_factory",
+    "in_env_format",
+    "uses_chat_template",
+]

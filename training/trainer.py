@@ -39,6 +39,7 @@ import torch
 from archer_agents.data.episode_log import EpisodeWriter
 from archer_agents.data.schema import Episode
 from archer_agents.training.algorithm import Algorithm
+from archer_agents.training.chat_rollout import chat_actor_for, chat_env_factory, uses_chat_template
 from archer_agents.training.checkpoint import (
     Checkpoint,
     capture_rng_state,
@@ -143,6 +144,10 @@ class Trainer:
             raise ValueError(
                 f"{algorithm.name} plays episodes while it trains; pass the environment (env_id)"
             )
+        policy = algorithm.policy
+        if env_factory is not None and policy is not None and uses_chat_template(policy):
+            # A model with its own chat template plays in chat form, in its tool-call format.
+            env_factory = chat_env_factory(env_factory, policy.tokenizer)
         self.env_factory: EnvFactory | None = env_factory
         self.run_info = dict(run_info or {})
         self.references = dict(references or {})
@@ -299,7 +304,7 @@ class Trainer:
         """
         factory = self._factory()
         distributed = self.distributed
-        actor = self.algorithm.actor()
+        actor = chat_actor_for(self.algorithm.actor())
         num_envs = self.config.num_envs
         if not distributed.enabled:
             return collect(

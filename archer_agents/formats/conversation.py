@@ -126,6 +126,21 @@ class ChatTemplate:
         """The generation prompt's ids for ``messages``, rendered whole."""
         return self.encode(self.render(messages, add_generation_prompt=True))
 
+    def reply_ids(self, text: str) -> list[int]:
+        """The ids a model would sample to say ``text`` and end its turn.
+
+        For replies that were not sampled (a scripted expert's, for behaviour
+        cloning): the text's tokens, then the stop token that opens the turn's
+        closing (``<|im_end|>`` in ChatML, ``<|eot_id|>`` in Llama 3), else eos.
+        """
+        ids = self.encode(text)
+        for special in self._specials:
+            if self.turn_closing.startswith(special):
+                return [*ids, int(cast(int, self.tokenizer.convert_tokens_to_ids(special)))]
+        if self.tokenizer.eos_token_id is None:
+            raise ChatTemplateError("the tokenizer has no eos token to end a reply with")
+        return [*ids, int(self.tokenizer.eos_token_id)]
+
     def suffix_ids(
         self,
         history: Sequence[Message],

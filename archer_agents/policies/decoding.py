@@ -28,7 +28,7 @@ from transformers import DynamicCache
 
 from archer_agents.policies.eval_mode import eval_mode
 from archer_agents.policies.forward import forward, left_pad, positions_from_mask
-from archer_agents.policies.protocol import Generation, SamplingParams, prompt_budget
+from archer_agents.policies.protocol import Generation, Prompt, SamplingParams, prompt_budget
 from archer_agents.policies.scoring import chain_prompts
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class PromptCache:
 
 
 def generate(
-    policy: LocalPolicy, observations: Sequence[str], sampling: SamplingParams | None
+    policy: LocalPolicy, observations: Sequence[Prompt], sampling: SamplingParams | None
 ) -> list[Generation]:
     """`LocalPolicy.generate`: render and tokenize the observations, then `generate_ids`."""
     sampling = sampling or SamplingParams()
@@ -80,7 +80,7 @@ def generate_ids(
 
 def generate_cached(
     policy: LocalPolicy,
-    observations: Sequence[str],
+    observations: Sequence[Prompt],
     caches: Sequence[PromptCache | None],
     sampling: SamplingParams | None,
 ) -> tuple[list[Generation], list[PromptCache]]:
@@ -110,7 +110,7 @@ def generate_cached(
 
 
 def generate_shared(
-    policy: LocalPolicy, observations: Sequence[str], sampling: SamplingParams | None
+    policy: LocalPolicy, observations: Sequence[Prompt], sampling: SamplingParams | None
 ) -> list[Generation]:
     """`LocalPolicy.generate_shared`: `prefix_caches`, then `generate_cached`."""
     sampling = sampling or SamplingParams()
@@ -119,7 +119,7 @@ def generate_shared(
 
 
 def prefix_caches(
-    policy: LocalPolicy, observations: Sequence[str], max_tokens: int | None
+    policy: LocalPolicy, observations: Sequence[Prompt], max_tokens: int | None
 ) -> list[PromptCache | None]:
     """`LocalPolicy.prefix_caches`: per observation, the cache of its prompt but the last token."""
     if not observations:

@@ -52,7 +52,8 @@ from transformers import (
 from archer_agents.formats.prompts import render_prompt
 from archer_agents.policies import decoding, scoring
 from archer_agents.policies.forward import cache_argument_name
-from archer_agents.policies.protocol import Generation, SamplingParams
+from archer_agents.policies.prompt_ids import prompt_token_ids
+from archer_agents.policies.protocol import Generation, Prompt, SamplingParams
 
 PROMPT_CACHE_SIZE = 16_384
 """Observations whose prompt ids a policy remembers (a few training iterations' worth)."""
@@ -197,33 +198,25 @@ class LocalPolicy:
         return int(getattr(config, "max_position_embeddings", None) or 2048)
 
     # -- prompts -----------------------------------------------------------------
-    def prompt_ids(self, observation: str, max_tokens: int | None = None) -> list[int]:
-        """``[bos] + ids`` of the rendered prompt, at most ``max_tokens`` long.
+    def prompt_ids(self, observation: Prompt, max_tokens: int | None = None) -> list[int]:
+        """The ids the policy conditions on, at most ``max_tokens`` long.
 
-        A longer prompt keeps bos and its most recent tokens. With the embedded
-        tokenizer, the text ``bos_token + render_prompt(observation)`` encodes to
-        the same ids, which is what a server should be sent.
+        A text observation gives ``[bos] + ids`` of the rendered prompt (with the
+        embedded tokenizer, the text ``bos_token + render_prompt(observation)``
+        encodes to the same ids, which is what a server should be sent); prompt ids
+        (a conversation in the model's chat template) are used as they are. A
+        longer prompt keeps bos and its most recent tokens
+        (`archer_agents.policies.prompt_ids`).
         """
-        ids = list(self._encode_prompt(observation))
-        head = [] if self.bos_id is None else [self.bos_id]
-        if not head and not ids:
-            raise ValueError(
-                "the observation is empty and the tokenizer has no bos token, so the first "
-                "utterance token would have nothing to condition on; give the tokenizer a "
-                "bos_token or pass a non-empty observation"
+        ids, cut = prompt_token_ids(observation, self._encode_prompt, self.bos_id, max_tokens)
+        if cut and not self._warned_truncation:
+            logger.warning(
+                "a prompt exceeds the %d tokens available; keeping its most recent tokens "
+                "(this warning is shown once per policy)",
+                max_tokens,
             )
-        if max_tokens is not None and len(head) + len(ids) > max_tokens:
-            keep = max(max_tokens - len(head), 0)
-            if not self._warned_truncation:
-                logger.warning(
-                    "a prompt of %d tokens exceeds the %d available; keeping its most recent "
-                    "tokens (this warning is shown once per policy)",
-                    len(head) + len(ids),
-                    max_tokens,
-                )
-                self._warned_truncation = True
-            ids = ids[len(ids) - keep :] if keep else []
-        return head + ids
+            self._warned_truncation = True
+        return ids
 
     def _encode_prompt_uncached(self, observation: str) -> tuple[int, ...]:
         encoded = self.tokenizer(render_prompt(observation), add_special_tokens=False)
@@ -231,7 +224,7 @@ class LocalPolicy:
 
     # -- sampling (archer_agents.policies.decoding) -------------------------------
     def generate(
-        self, observations: Sequence[str], sampling: SamplingParams | None = None
+        self, observations: Sequence[Prompt], sampling: SamplingParams | None = None
     ) -> list[Generation]:
         """Sample one utterance per observation, in one batch.
 
@@ -257,7 +250,7 @@ class LocalPolicy:
 
     def generate_cached(
         self,
-        observations: Sequence[str],
+        observations: Sequence[Prompt],
         caches: Sequence[decoding.PromptCache | None],
         sampling: SamplingParams | None = None,
     ) -> tuple[list[Generation], list[decoding.PromptCache]]:
@@ -274,7 +267,7 @@ class LocalPolicy:
         return decoding.generate_cached(self, observations, caches, sampling)
 
     def generate_shared(
-        self, observations: Sequence[str], sampling: SamplingParams | None = None
+        self, observations: Sequence[Prompt], sampling: SamplingParams | None = None
     ) -> list[Generation]:
         """`generate`, computing each history shared by several observations once.
 
@@ -288,7 +281,7 @@ class LocalPolicy:
         return decoding.generate_shared(self, observations, sampling)
 
     def prefix_caches(
-        self, observations: Sequence[str], max_tokens: int | None = None
+        self, observations: Sequence[Prompt], max_tokens: int | None = None
     ) -> list[decoding.PromptCache | None]:
         """Per observation, the cache of its prompt but the last token, from one pass per chain.
 
@@ -299,7 +292,7 @@ class LocalPolicy:
 
     # -- scoring (archer_agents.policies.scoring) ---------------------------------
     def log_probs(
-        self, observations: Sequence[str], action_token_ids: Sequence[Sequence[int]]
+        self, observations: Sequence[Prompt], action_token_ids: Sequence[Sequence[int]]
     ) -> list[torch.Tensor]:
         """Per-token log-probabilities of exactly the given ids, one 1-D tensor per pair.
 
@@ -309,7 +302,7 @@ class LocalPolicy:
         return scoring.log_probs(self, observations, action_token_ids)
 
     def log_probs_packed(
-        self, observations: Sequence[str], action_token_ids: Sequence[Sequence[int]]
+        self, observations: Sequence[Prompt], action_token_ids: Sequence[Sequence[int]]
     ) -> list[torch.Tensor]:
         """What `log_probs` returns, with the turns of one episode scored in one sequence.
 

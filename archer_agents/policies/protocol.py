@@ -10,12 +10,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     import torch
+
+    from archer_agents.data.schema import Transition
+
+Prompt: TypeAlias = "str | Sequence[int]"
+"""What a policy conditions on: an observation to render (the project's text format,
+``[bos] + tokenize(observation)``), or prompt token ids exactly as the policy saw them
+(a conversation rendered by the model's own chat template, which is never re-tokenised)."""
+
+
+def policy_prompt(transition: Transition, *, retokenize: bool = False) -> Prompt:
+    """The prompt a transition's action was sampled from: its recorded ids, else its text.
+
+    Recorded ``prompt_token_ids`` are what the policy conditioned on, so scoring them
+    scores exactly what was sampled (for a text-format policy they equal the ids its
+    observation renders to). ``retokenize`` ignores them, for logs another model wrote.
+    """
+    if transition.prompt_token_ids and not retokenize:
+        return tuple(transition.prompt_token_ids)
+    return transition.observation
 
 
 class SamplingParams(BaseModel):
@@ -78,13 +97,13 @@ class Policy(Protocol):
     """Identifies the weights in use (a checkpoint or adapter version)."""
 
     def generate(
-        self, observations: Sequence[str], sampling: SamplingParams | None = None
+        self, observations: Sequence[Prompt], sampling: SamplingParams | None = None
     ) -> list[Generation]:
         """Sample one utterance per observation."""
         ...
 
     def log_probs(
-        self, observations: Sequence[str], action_token_ids: Sequence[Sequence[int]]
+        self, observations: Sequence[Prompt], action_token_ids: Sequence[Sequence[int]]
     ) -> list[torch.Tensor]:
         """Per-token log-probabilities of the given ids, one 1-D tensor per pair."""
         ...

@@ -2,7 +2,8 @@
 
 Policy-gradient training is only as faithful as these numbers, so scoring
 takes exactly the ids that were sampled, the end-of-utterance token included,
-after ``[bos] + tokenize(render_prompt(observation))``; prompt and utterance
+after the prompt's ids (`LocalPolicy.prompt_ids`: ``[bos] + tokenize(render_prompt(observation))``
+for a text observation, a chat conversation's ids as they were rendered); prompt and utterance
 are never re-tokenized together (docs/algorithm.md, defects 2 and 3). Batches
 are left-padded with explicit position ids (defect 1, `forward`), and the
 model is put in eval mode for the call, so the numbers are those of the
@@ -26,13 +27,14 @@ import torch.nn.functional as F
 
 from archer_agents.policies.eval_mode import eval_mode
 from archer_agents.policies.forward import forward, left_pad, positions_from_mask
+from archer_agents.policies.protocol import Prompt
 
 if TYPE_CHECKING:
     from archer_agents.policies.local_policy import LocalPolicy
 
 
 def _paired_actions(
-    observations: Sequence[str], action_token_ids: Sequence[Sequence[int]]
+    observations: Sequence[Prompt], action_token_ids: Sequence[Sequence[int]]
 ) -> list[list[int]]:
     """The action ids as int lists, one per observation (a count mismatch is a caller's bug)."""
     if len(observations) != len(action_token_ids):
@@ -45,7 +47,7 @@ def _paired_actions(
 
 def log_probs(
     policy: LocalPolicy,
-    observations: Sequence[str],
+    observations: Sequence[Prompt],
     action_token_ids: Sequence[Sequence[int]],
 ) -> list[torch.Tensor]:
     """`LocalPolicy.log_probs`: per-token log-probabilities of the given ids, one row per pair."""
@@ -85,7 +87,7 @@ def log_probs(
 
 def log_probs_packed(
     policy: LocalPolicy,
-    observations: Sequence[str],
+    observations: Sequence[Prompt],
     action_token_ids: Sequence[Sequence[int]],
 ) -> list[torch.Tensor]:
     """`LocalPolicy.log_probs_packed`: `log_probs`, the turns of one episode in one row."""
@@ -111,36 +113,66 @@ def log_probs_packed(
 
 
 def chain_prompts(
-    observations: Sequence[str], prompts: list[list[int]], fits: list[bool]
+    observations: Sequence[Prompt], prompts: list[list[int]], fits: list[bool]
 ) -> list[list[int]]:
     """Group pair indices into chains whose prompts strictly extend one another.
 
-    Histories grow a line per turn, so a chain's last observation is looked up
-    among the newline-ended prefixes of each longer observation; a match must
-    also be a prefix in token ids (the tokenizer may merge across the join).
+    Text histories grow a line per turn, so a chain's last observation is
+    looked up among the newline-ended prefixes of each longer observation; a
+    match must also be a prefix in token ids (the tokenizer may merge across
+    the join). Prompt ids (a chat conversation) are looked up among their own
+    prefixes at the lengths where a chain ends.
     """
     order = sorted((i for i, fit in enumerate(fits) if fit), key=lambda i: len(prompts[i]))
     chains: list[list[int]] = []
-    open_ends: dict[str, list[int]] = {}  # observation text -> chains ending there
+    open_ends: dict[str | tuple[int, ...], list[int]] = {}  # a chain's last prompt -> chains
+    open_lengths: set[int] = set()  # lengths of the id prompts that end chains
     for i in order:
-        text = observations[i]
-        chain_index = None
-        cut = text.rfind("\n", 0, len(text) - 1)
-        while cut >= 0 and chain_index is None:
-            waiting = open_ends.get(text[: cut + 1])
-            if waiting:
-                candidate = waiting[-1]
-                end = prompts[chains[candidate][-1]]
-                if len(end) < len(prompts[i]) and prompts[i][: len(end)] == end:
-                    chain_index = waiting.pop()
-            cut = text.rfind("\n", 0, cut)
+        observation = observations[i]
+        if isinstance(observation, str):
+            chain_index = _text_chain(observation, prompts, i, chains, open_ends)
+            key: str | tuple[int, ...] = observation
+        else:
+            key = tuple(prompts[i])
+            chain_index = _ids_chain(key, open_lengths, open_ends)
+            open_lengths.add(len(key))
         if chain_index is None:
             chains.append([i])
             chain_index = len(chains) - 1
         else:
             chains[chain_index].append(i)
-        open_ends.setdefault(text, []).append(chain_index)
+        open_ends.setdefault(key, []).append(chain_index)
     return chains
+
+
+def _text_chain(
+    text: str,
+    prompts: list[list[int]],
+    i: int,
+    chains: list[list[int]],
+    open_ends: dict[str | tuple[int, ...], list[int]],
+) -> int | None:
+    """The open chain whose last observation is a line-ended prefix of ``text`` (taken off)."""
+    cut = text.rfind("\n", 0, len(text) - 1)
+    while cut >= 0:
+        waiting = open_ends.get(text[: cut + 1])
+        if waiting:
+            end = prompts[chains[waiting[-1]][-1]]
+            if len(end) < len(prompts[i]) and prompts[i][: len(end)] == end:
+                return waiting.pop()
+        cut = text.rfind("\n", 0, cut)
+    return None
+
+
+def _ids_chain(
+    ids: tuple[int, ...], open_lengths: set[int], open_ends: dict[str | tuple[int, ...], list[int]]
+) -> int | None:
+    """The open chain whose last prompt ids are the longest strict prefix of ``ids``."""
+    for length in sorted((n for n in open_lengths if n < len(ids)), reverse=True):
+        waiting = open_ends.get(ids[:length])
+        if waiting:
+            return waiting.pop()
+    return None
 
 
 def _score_chains(

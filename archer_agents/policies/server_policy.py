@@ -44,7 +44,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from archer_agents.formats.prompts import render_prompt
 from archer_agents.policies.adapters import AdapterRegistry
-from archer_agents.policies.protocol import Generation, SamplingParams, prompt_budget
+from archer_agents.policies.prompt_ids import prompt_token_ids
+from archer_agents.policies.protocol import Generation, Prompt, SamplingParams, prompt_budget
 
 if TYPE_CHECKING:
     import torch
@@ -187,28 +188,17 @@ class ServerPolicy:
         return self._context_length
 
     # -- prompts -------------------------------------------------------------------------
-    def prompt_ids(self, observation: str, max_tokens: int | None = None) -> list[int]:
-        """``[bos] + ids`` of the rendered prompt, keeping its most recent ``max_tokens``.
+    def prompt_ids(self, observation: Prompt, max_tokens: int | None = None) -> list[int]:
+        """The ids sent to the server: those `LocalPolicy.prompt_ids` gives for the tokenizer."""
+        return prompt_token_ids(observation, self._encode, self.bos_id, max_tokens)[0]
 
-        The same ids as `LocalPolicy.prompt_ids` for the same tokenizer.
-        """
-        ids: list[int] = self.tokenizer(render_prompt(observation), add_special_tokens=False)[
-            "input_ids"
-        ]
-        head = [] if self.bos_id is None else [self.bos_id]
-        if not head and not ids:
-            raise ValueError(
-                "the observation is empty and the tokenizer has no bos token, so the first "
-                "utterance token would have nothing to condition on; pass a non-empty observation"
-            )
-        if max_tokens is not None and len(head) + len(ids) > max_tokens:
-            keep = max(max_tokens - len(head), 0)
-            ids = ids[len(ids) - keep :] if keep else []
-        return head + ids
+    def _encode(self, text: str) -> list[int]:
+        ids: list[int] = self.tokenizer(render_prompt(text), add_special_tokens=False)["input_ids"]
+        return ids
 
     # -- sampling -------------------------------------------------------------------------
     def generate(
-        self, observations: Sequence[str], sampling: SamplingParams | None = None
+        self, observations: Sequence[Prompt], sampling: SamplingParams | None = None
     ) -> list[Generation]:
         """Sample one utterance per observation: batched requests, several in flight."""
         sampling = sampling or SamplingParams()
@@ -322,7 +312,7 @@ class ServerPolicy:
 
     # -- scoring ----------------------------------------------------------------------------
     def log_probs(
-        self, observations: Sequence[str], action_token_ids: Sequence[Sequence[int]]
+        self, observations: Sequence[Prompt], action_token_ids: Sequence[Sequence[int]]
     ) -> list[torch.Tensor]:
         raise NotImplementedError(
             "a ServerPolicy only samples: gradients are computed locally. Score the sampled "

@@ -100,6 +100,8 @@ class SupportSimEnv(ToolCallingEnv):
             deterministic `RuleBasedUser`. Pass e.g. ``lambda: LLMUser(chat_model)``.
         error_penalty: reward added on a turn whose action was a mistake (0 keeps
             returns in {0, 1}, as in tau-bench).
+        tool_format: how the agent writes its calls (`ToolCallingEnv`'s option):
+            ``embedded``, or a model family's own (``hermes``, ``llama3_json``).
     """
 
     def __init__(
@@ -114,6 +116,7 @@ class SupportSimEnv(ToolCallingEnv):
         error_penalty: float = 0.0,
         max_action_chars: int = 2_000,
         render_mode: str | None = None,
+        tool_format: str = "embedded",
     ) -> None:
         self.db = generate_database(seed, size)
         self.tasks_by_split = generate_tasks(self.db, seed=seed, n_train=n_train, n_test=n_test)
@@ -135,6 +138,7 @@ class SupportSimEnv(ToolCallingEnv):
             error_penalty=error_penalty,
             max_action_chars=max_action_chars,
             render_mode=render_mode,
+            tool_format=tool_format,
         )
         self.user_factory: Callable[[], SupportUser] = user_factory or RuleBasedUser
         self.user: SupportUser = self.user_factory()

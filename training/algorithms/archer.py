@@ -68,7 +68,7 @@ from archer_agents.critic.model import DoubleCritic, polyak_update
 from archer_agents.data.schema import Episode, Transition
 from archer_agents.policies.eval_mode import eval_mode
 from archer_agents.policies.local_policy import LocalPolicy
-from archer_agents.policies.protocol import Generation
+from archer_agents.policies.protocol import Generation, Prompt, policy_prompt
 from archer_agents.training.advantages import gae, normalize
 from archer_agents.training.algorithm import unique_modules
 from archer_agents.training.algorithms.archer_config import ArcherConfig
@@ -236,7 +236,7 @@ class Archer:
         dones = torch.tensor([t.done for t in batch], dtype=torch.bool, device=device)
         # a_pi ~ pi(. | s), fresh; the turns of one episode share their history's computation.
         generate = self.policy.generate_shared if grouped else self.policy.generate
-        sampled = generate(observations, self.sampling)
+        sampled = generate([policy_prompt(t) for t in batch], self.sampling)
         with torch.no_grad(), eval_mode(self.target):
             target_v_next = self.target.v([t.next_observation for t in batch])  # (B, 2)
             target_q_pi = self.target.q(observations, [g.text for g in sampled])  # (B, 2)
@@ -285,12 +285,16 @@ class Archer:
         own_samples = False
         if observations is None and config.actor_states == "latest" and self._latest:
             turns, generations, own_samples = self._latest_batch()
-            observations = [t.observation for t in turns]
         elif observations is None:
-            observations = [t.observation for t in self.buffer.sample(config.actor_batch_size)]
-        observations = list(observations)
+            turns = self.buffer.sample(config.actor_batch_size)
+        if turns is not None:
+            observations = [t.observation for t in turns]  # what the critic reads
+            prompts: list[Prompt] = [policy_prompt(t) for t in turns]  # what the policy saw
+        else:
+            observations = list(observations or [])
+            prompts = list(observations)
         if generations is None:
-            generations = self.policy.generate(observations, self.sampling)
+            generations = self.policy.generate(prompts, self.sampling)
         texts = [g.text for g in generations]
         with torch.no_grad(), eval_mode(self.critic):
             q_pi = self.critic.q(observations, texts)  # (B, 2)
@@ -332,7 +336,7 @@ class Archer:
         history = []
         for start in range(0, batch, config.micro_batch_size):
             rows = slice(start, start + config.micro_batch_size)
-            chunk_obs = observations[rows]
+            chunk_obs = prompts[rows]
             chunk_ids = [g.token_ids for g in generations[rows]]
             ref = None
             if self.reference is not None:
@@ -399,11 +403,11 @@ class Archer:
         own = current or self.config.advantage_estimator == "gae"
         if own and all(g.token_ids for g in logged):
             return turns, logged, True
-        return turns, self.policy.generate([t.observation for t in turns], self.sampling), False
+        return turns, self.policy.generate([policy_prompt(t) for t in turns], self.sampling), False
 
     def _score(
         self,
-        observations: Sequence[str],
+        observations: Sequence[Prompt],
         token_ids: Sequence[Sequence[int]],
         policy: LocalPolicy | None = None,
     ) -> list[torch.Tensor]:

@@ -27,6 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from archer_agents.data.schema import Episode, Transition
+from archer_agents.policies.protocol import Prompt, policy_prompt
 from archer_agents.training.distributed import broadcast_module, process_group, shard
 from archer_agents.training.updates import clip_and_step
 
@@ -50,6 +51,10 @@ class BCConfig(BaseModel):
     """Gradient-norm clip."""
     only_successful: bool = False
     """Train only on successful episodes (filtered BC)."""
+    retokenize: bool = False
+    """Ignore the token ids recorded with the episodes (logs another model wrote) and
+    tokenize observations and utterances afresh; by default recorded prompt and
+    utterance ids (a chat conversation exactly as rendered and sampled) are trained on."""
     packed: bool = False
     """Draw whole episodes (about batch_size utterances a step) and score each episode's turns in
     one packed sequence (`LocalPolicy.log_probs_packed`): the same loss, several times cheaper
@@ -80,6 +85,31 @@ def utterance_pairs(
     return pairs
 
 
+def encoded_pairs(
+    episodes: Sequence[Episode],
+    tokenizer: Any,
+    *,
+    only_successful: bool = False,
+    retokenize: bool = False,
+) -> list[tuple[Prompt, list[int]]]:
+    """(prompt, utterance ids) pairs of the episodes, in `utterance_pairs`' order.
+
+    A transition's recorded prompt and utterance ids are kept (`policy_prompt`,
+    `transition_token_ids`): a chat-format episode is trained on exactly the ids its
+    template rendered. Without recorded ids (or with ``retokenize``) the prompt is
+    the observation text and the utterance its tokens plus the end-of-utterance token.
+    """
+    return [
+        (
+            policy_prompt(t, retokenize=retokenize),
+            transition_token_ids(tokenizer, t, retokenize=retokenize),
+        )
+        for episode in episodes
+        if not (only_successful and not episode.success)
+        for t in episode.transitions
+    ]
+
+
 def action_token_ids(tokenizer: Any, action: str) -> list[int]:
     """The ids a policy emits for ``action``: its tokens then the end-of-utterance token."""
     return [*tokenizer.encode(action, add_special_tokens=False), tokenizer.eos_token_id]
@@ -99,7 +129,7 @@ def transition_token_ids(
 
 def nll_loss(
     policy: Any,
-    observations: Sequence[str],
+    observations: Sequence[Prompt],
     token_ids: Sequence[Sequence[int]],
     *,
     packed: bool = False,
@@ -133,8 +163,12 @@ def behaviour_clone(
             "no (observation, utterance) pairs to clone: the episodes are empty"
             + (" or none succeeded (only_successful=True)" if config.only_successful else "")
         )
-    tokenizer = policy.tokenizer
-    encoded = [(obs, action_token_ids(tokenizer, action)) for obs, action in pairs]
+    encoded = encoded_pairs(
+        episodes,
+        policy.tokenizer,
+        only_successful=config.only_successful,
+        retokenize=config.retokenize,
+    )
     parameters = [p for p in policy.model.parameters() if p.requires_grad]
     if not parameters:
         raise ValueError("the policy has no trainable parameters")

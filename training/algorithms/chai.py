@@ -37,7 +37,7 @@ from archer_agents.critic.ranking import candidate_values, rank_candidates
 from archer_agents.data.schema import Episode
 from archer_agents.environments.base import TextEnv
 from archer_agents.policies.local_policy import LocalPolicy
-from archer_agents.policies.protocol import Generation, Policy, SamplingParams
+from archer_agents.policies.protocol import Generation, Policy, SamplingParams, policy_prompt
 from archer_agents.training.algorithm import unique_modules
 from archer_agents.training.critic_config import CriticSettings, critic_and_target, critic_optimizer
 from archer_agents.training.losses import critic_loss
@@ -143,7 +143,8 @@ class Chai:
         actions = [t.action for t in batch]
         rewards, dones = rewards_and_dones(batch, module_device(self.critic))
         with torch.no_grad():
-            sampled = [g.text for g in self.policy.generate(observations, self.sampling)]
+            prompts = [policy_prompt(t) for t in batch]
+            sampled = [g.text for g in self.policy.generate(prompts, self.sampling)]
             target_v_next = self.target.v([t.next_observation for t in batch])  # (B, 2)
             target_q_pi = self.target.q(observations, sampled)  # (B, 2)
         q_pred, v_pred = self.critic(observations, actions)  # (B, 2), (B, 2)

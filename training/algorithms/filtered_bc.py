@@ -40,7 +40,7 @@ from torch import nn
 
 from archer_agents.data.schema import Episode
 from archer_agents.policies.local_policy import LocalPolicy
-from archer_agents.policies.protocol import SamplingParams
+from archer_agents.policies.protocol import Prompt, SamplingParams, policy_prompt
 from archer_agents.training.algorithm import unique_modules
 from archer_agents.training.algorithms.bc import nll_loss, transition_token_ids
 from archer_agents.training.distributed import process_group, shard
@@ -163,13 +163,13 @@ class FilteredBC:
             return {"filtered_bc/threshold": threshold, "filtered_bc/kept_episodes": 0.0}
         tokenizer = self.policy.tokenizer
         groups = [
-            [(t.observation, transition_token_ids(tokenizer, t)) for t in episode.transitions]
+            [(policy_prompt(t), transition_token_ids(tokenizer, t)) for t in episode.transitions]
             for episode in kept
         ]
         losses, grad_norms = [], []
         _, processes = process_group()
         for _ in range(self.config.steps_per_update):
-            drawn: list[list[tuple[str, list[int]]]] = []
+            drawn: list[list[tuple[Prompt, list[int]]]] = []
             turns = 0
             while turns < self.config.batch_size or len(drawn) < processes:
                 drawn.append(groups[int(self._rng.integers(len(groups)))])

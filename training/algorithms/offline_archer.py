@@ -46,7 +46,7 @@ from archer_agents.critic.model import DoubleCritic, polyak_update
 from archer_agents.data.episode_log import ReadReport, latest_revisions, read_episodes
 from archer_agents.data.schema import Episode, Transition
 from archer_agents.policies.local_policy import LocalPolicy
-from archer_agents.policies.protocol import SamplingParams
+from archer_agents.policies.protocol import SamplingParams, policy_prompt
 from archer_agents.training.algorithm import unique_modules
 from archer_agents.training.algorithms.bc import transition_token_ids
 from archer_agents.training.critic_config import CriticSettings, critic_and_target, critic_optimizer
@@ -281,7 +281,8 @@ class OfflineArcher:
             q, v = self.critic(observations, [t.action for t in batch])
             advantages = advantage(q, v)  # (B,)
         token_logprobs = self.policy.log_probs(
-            observations, [list(t.action_token_ids or []) for t in batch]
+            [policy_prompt(t, retokenize=config.retokenize) for t in batch],
+            [list(t.action_token_ids or []) for t in batch],
         )
         loss, metrics = awr_actor_loss(
             token_logprobs,

@@ -55,7 +55,7 @@ from torch import nn
 from archer_agents.critic.encoders import TextEncoder, load_encoder
 from archer_agents.data.schema import Episode
 from archer_agents.policies.local_policy import LocalPolicy
-from archer_agents.policies.protocol import SamplingParams
+from archer_agents.policies.protocol import Prompt, SamplingParams, policy_prompt
 from archer_agents.training.advantages import gae, normalize
 from archer_agents.training.algorithm import unique_modules
 from archer_agents.training.distributed import process_group, shard
@@ -148,6 +148,8 @@ class PPOSample:
     """Per-token log-probabilities recorded at sampling."""
     advantage: float
     value_target: float
+    prompt: Prompt | None = None
+    """What the policy conditioned on (`policy_prompt`), when not the observation itself."""
 
 
 class PPO:
@@ -231,6 +233,7 @@ class PPO:
         return [
             PPOSample(
                 observation=t.observation,
+                prompt=policy_prompt(t),
                 token_ids=list(t.action_token_ids or []),
                 old_logprobs=list(t.action_logprobs or []),
                 advantage=float(a),
@@ -242,7 +245,8 @@ class PPO:
     def policy_loss(self, batch: Sequence[PPOSample]) -> tuple[torch.Tensor, Metrics]:
         """The clipped token-level surrogate of a minibatch, against the recorded logprobs."""
         new = self.policy.log_probs_packed(
-            [s.observation for s in batch], [s.token_ids for s in batch]
+            [s.observation if s.prompt is None else s.prompt for s in batch],
+            [s.token_ids for s in batch],
         )
         device = new[0].device
         old = [torch.tensor(s.old_logprobs, dtype=torch.float32, device=device) for s in batch]

@@ -34,7 +34,7 @@ from torch import nn
 
 from archer_agents.data.schema import Episode
 from archer_agents.policies.local_policy import LocalPolicy
-from archer_agents.policies.protocol import SamplingParams
+from archer_agents.policies.protocol import SamplingParams, policy_prompt
 from archer_agents.training.advantages import normalize
 from archer_agents.training.algorithm import unique_modules
 from archer_agents.training.algorithms.bc import transition_token_ids
@@ -107,7 +107,7 @@ class Reinforce:
         transitions = [t for episode in episodes for t in episode.transitions]
         # Each turn's observation extends the previous one: one packed sequence per episode.
         scored = self.policy.log_probs_packed(
-            [t.observation for t in transitions],
+            [policy_prompt(t) for t in transitions],
             [transition_token_ids(self.policy.tokenizer, t) for t in transitions],
         )
         out, start = [], 0
