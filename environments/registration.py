@@ -54,11 +54,20 @@ MINIWOB_TASKS: tuple[str, ...] = (
 )
 
 
+BROWSER_TASK_ID = f"{NAMESPACE}/BrowserTask-v0"
+"""A browser task file in Chromium (``task=PATH``); the command line takes the path itself."""
+BROWSER_TASK_ENTRY_POINT = "archer_agents.environments.browser_task.env:BrowserTaskEnv"
+
+
 def register_all() -> None:
     """Register every environment once (safe to call repeatedly)."""
     for env_id, entry_point in ENVIRONMENTS:
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=entry_point, disable_env_checker=True)
+    if BROWSER_TASK_ID not in gym.registry:
+        gym.register(
+            id=BROWSER_TASK_ID, entry_point=BROWSER_TASK_ENTRY_POINT, disable_env_checker=True
+        )
     for env_id, task in zip(miniwob_ids(), MINIWOB_TASKS, strict=True):
         if env_id not in gym.registry:
             gym.register(

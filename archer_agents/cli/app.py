@@ -22,10 +22,10 @@ import os
 
 import typer
 
-from archer_agents.cli import environments, logs, models, quickstart, serve, train
+from archer_agents.cli import browse, environments, logs, models, quickstart, serve, train
 from archer_agents.cli.common import UserError, console
 
-GROUPS = (environments, models, train, quickstart, serve, logs)
+GROUPS = (environments, models, train, quickstart, serve, logs, browse)
 """The command modules, each with a ``register(app)``."""
 
 

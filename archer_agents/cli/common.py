@@ -178,6 +178,8 @@ def env_factory(env_id: str, env_args: Sequence[str] | dict[str, Any] | None = N
     """
     from archer_agents.training.rollout import make_env_factory
 
+    if env_id.lower().endswith((".yaml", ".yml", ".json")):  # a browser task file
+        return _task_file_factory(env_id, env_args)
     if ":" in env_id and os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
 
@@ -192,6 +194,29 @@ def env_factory(env_id: str, env_args: Sequence[str] | dict[str, Any] | None = N
         except (TypeError, ValueError) as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UserError(f"{env_id} refused --env-arg {kwargs}: {message}") from None
+    return factory
+
+
+def _task_file_factory(path: str, env_args: Sequence[str] | dict[str, Any] | None) -> Any:
+    """A factory for a browser task file (`archer_agents.environments.browser_task`)."""
+    import functools
+
+    import gymnasium as gym
+
+    from archer_agents.environments.browser_task.taskfile import TaskFileError, read_task
+    from archer_agents.environments.registration import BROWSER_TASK_ID
+
+    kwargs = env_args if isinstance(env_args, dict) else parse_env_args(env_args)
+    try:
+        read_task(path)
+    except TaskFileError as exc:
+        raise UserError(str(exc)) from None
+    factory = functools.partial(gym.make, BROWSER_TASK_ID, task=str(Path(path).resolve()), **kwargs)
+    try:
+        factory().close()  # a wrong --env-arg is the user's: say so before any work starts
+    except (TypeError, ValueError, ImportError, FileNotFoundError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path}: {message}") from None
     return factory
 
 

@@ -110,6 +110,8 @@ class ConfinedChromium:
         """Requests to other origins aborted during the current episode."""
         self.blocked_urls: list[str] = []
         self.restarts = 0
+        self.tracing = False
+        """Record a Playwright trace of each new context (`save_trace` writes it)."""
         self._worker: PlaywrightThread | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._finalizer: weakref.finalize | None = None
@@ -327,6 +329,8 @@ class ConfinedChromium:
         context.route_web_socket("**/*", self._route_web_socket)
         if cookies:
             context.add_cookies([dict(c) for c in cookies])
+        if self.tracing:
+            context.tracing.start(screenshots=True, snapshots=True, sources=False)
         self._context = context
         self._page = context.new_page()
         return self._page
@@ -354,6 +358,15 @@ class ConfinedChromium:
             lambda: self._page.screenshot(type="png", animations="disabled", caret="hide"),
             self._deadline(1),
         )
+
+    def save_trace(self, path: str) -> None:
+        """Stop the episode's Playwright trace (``tracing``) and write it to ``path`` (a zip
+        that ``playwright show-trace`` opens)."""
+        if not self.tracing:
+            raise RuntimeError(
+                "this browser records no trace: set tracing = True before the episode"
+            )
+        self._call(lambda: self._context.tracing.stop(path=path), self._deadline(2))
 
     def run_in_page(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(page)`` on the Playwright thread (for tests and debugging)."""
