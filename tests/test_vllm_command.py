@@ -89,3 +89,22 @@ def test_serve_reports_a_missing_vllm_and_a_bad_backend_in_one_line(tiny_model_d
     assert bogus.exit_code == 2 and "local or vllm" in bogus.output
     bad_lora = runner.invoke(app, ["serve", str(tiny_model_dir), "--lora", "nameonly"])
     assert bad_lora.exit_code == 2 and "NAME=PATH" in bad_lora.output
+
+
+def test_the_tool_parser_follows_the_models_template(
+    tiny_model_dir, qwen2_chat_dir, llama3_chat_dir
+) -> None:
+    def parser(model, **changes) -> str | None:
+        command = vllm_command(model, VLLMSettings(**changes), "/venv/bin/python")
+        if "--tool-call-parser" not in command:
+            assert "--enable-auto-tool-choice" not in command
+            return None
+        assert "--enable-auto-tool-choice" in command
+        return command[command.index("--tool-call-parser") + 1]
+
+    assert parser(qwen2_chat_dir) == "hermes"  # <tool_call> tags
+    assert parser(llama3_chat_dir) == "llama3_json"
+    assert parser(tiny_model_dir) is None  # the embedded model: no template, no tool calls
+    assert parser("org/hub-model") is None  # not a folder here: name it yourself
+    assert parser("org/hub-model", tool_call_parser="mistral") == "mistral"
+    assert parser(qwen2_chat_dir, tool_call_parser=None) is None

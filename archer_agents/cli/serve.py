@@ -71,6 +71,13 @@ def serve_command(
     dtype: Annotated[str, typer.Option(help="vllm: float32 on a CPU, auto on a GPU.")] = "auto",
     max_model_len: Annotated[int | None, typer.Option(help="vllm: context length.")] = None,
     max_lora_rank: Annotated[int, typer.Option(help="vllm: largest adapter rank.")] = 64,
+    tool_call_parser: Annotated[
+        str,
+        typer.Option(
+            help="vllm: --tool-call-parser for OpenAI tool_calls (hermes, llama3_json, ...); "
+            "auto reads it from the model's chat template, none turns it off."
+        ),
+    ] = "auto",
 ) -> None:
     """Serve a model over an OpenAI-compatible API, with LoRA adapters loadable by name."""
 
@@ -115,6 +122,7 @@ def serve_command(
                 max_model_len=max_model_len,
                 max_lora_rank=max_lora_rank,
                 lora_modules=modules,
+                tool_call_parser=None if tool_call_parser == "none" else tool_call_parser,
             )
             console.print(f"vLLM for {model} on http://{host}:{port}")
             try:

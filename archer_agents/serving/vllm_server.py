@@ -22,6 +22,13 @@ What the project needs from it, and why each setting:
   128, ... wide; the embedded models' heads are 32 wide.
 - ``--chat-template``: `CHAT_TEMPLATE` (passed as the template itself) when the
   tokenizer has none, so chat requests are rendered as the local server does.
+- ``--enable-auto-tool-choice --tool-call-parser <family>``: a model whose chat
+  template writes tool calls (``<tool_call>`` tags: ``hermes``; Llama 3 JSON:
+  ``llama3_json``) has its replies read into OpenAI ``tool_calls`` by vLLM, as
+  the local server and the environments read them
+  (`archer_agents.formats.tool_formats.family_for`). ``tool_call_parser="auto"``
+  picks the parser from the model folder's template; a model without one (the
+  embedded models) gets none.
 - ``--dtype float32`` on a CPU makes its log-probabilities equal transformers'
   to about 1e-6 (the tests' bound is 1e-3).
 - The API key travels in ``VLLM_API_KEY``, not on the command line where any
@@ -117,6 +124,9 @@ class VLLMSettings(BaseModel):
     """Adapters loaded at start-up, name -> directory."""
     cpu_kvcache_gib: int = Field(1, ge=1)
     """KV cache on a CPU (VLLM_CPU_KVCACHE_SPACE) unless the environment sets it."""
+    tool_call_parser: str | None = "auto"
+    """vLLM's ``--tool-call-parser`` (with ``--enable-auto-tool-choice``): ``auto`` reads the
+    family from the model's chat template, None turns tool calling off."""
     extra_args: tuple[str, ...] = ()
     """Further vLLM options, passed through as they are."""
 
@@ -159,7 +169,41 @@ def vllm_command(
         command += ["--chat-template", str(chat_template)]
     if settings.lora_modules:
         command += ["--lora-modules"] + [f"{n}={p}" for n, p in settings.lora_modules.items()]
+    parser = settings.tool_call_parser
+    if parser == "auto":
+        parser = tool_call_parser_for(model)
+    if parser:
+        command += ["--enable-auto-tool-choice", "--tool-call-parser", parser]
     return command + list(settings.extra_args)
+
+
+def tool_call_parser_for(model: str | Path) -> str | None:
+    """vLLM's tool parser for the family the model folder's chat template writes, if any.
+
+    A hub id (not a folder here) gets None: name the parser yourself.
+    """
+    from archer_agents.formats.tool_formats import family_for
+
+    template = _chat_template_text(Path(model))
+    return family_for(template).vllm_parser if template else None
+
+
+def _chat_template_text(directory: Path) -> str | None:
+    """The chat template a model folder carries (its own file, or the tokenizer config's)."""
+    if not directory.is_dir():
+        return None
+    template_file = directory / "chat_template.jinja"
+    if template_file.is_file():
+        return template_file.read_text()
+    config = directory / "tokenizer_config.json"
+    if config.is_file():
+        import json
+
+        template = json.loads(config.read_text()).get("chat_template")
+        if isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
+            return "\n".join(str(t.get("template", "")) for t in template)
+        return template if isinstance(template, str) else None
+    return None
 
 
 def vllm_environment(settings: VLLMSettings, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -177,14 +221,7 @@ def needs_chat_template(model: str | Path) -> bool:
     directory = Path(model)
     if not directory.is_dir():
         return False  # a hub id: let vLLM use the tokenizer's template
-    if (directory / "chat_template.jinja").is_file():
-        return False
-    config = directory / "tokenizer_config.json"
-    if config.is_file():
-        import json
-
-        return not json.loads(config.read_text()).get("chat_template")
-    return True
+    return not _chat_template_text(directory)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
