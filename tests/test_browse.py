@@ -40,11 +40,12 @@ def _trace_events(path: Path) -> list[dict]:
 
 def test_browse_with_the_scripted_solution_writes_log_screenshots_and_trace(tmp_path) -> None:
     out = tmp_path / "run"
-    result = run("browse", "contact-form", "--out", str(out))
+    result = run("browse", "contact-form", "--out", str(out), "--episodes", "2")
     assert result.exit_code == 0, result.output
     assert "episode 0: success in 4 steps, 0 blocked requests" in result.output
+    assert "episode 1: success in 4 steps" in result.output
     episodes, _ = read_episodes([out / "episodes.jsonl"])
-    assert len(episodes) == 1 and episodes[0].success
+    assert len(episodes) == 2 and all(e.success for e in episodes)
     episode = episodes[0]
     assert [t.action for t in episode.transitions][-1] == "click('12')"
     assert episode.env_id.endswith("contact-form.yaml")
@@ -57,12 +58,15 @@ def test_browse_with_the_scripted_solution_writes_log_screenshots_and_trace(tmp_
     assert events[0]["type"] == "context-options"
     calls = [e for e in events if e.get("type") == "before"]
     methods = [e.get("method") for e in calls]
-    assert "fill" in methods and "click" in methods and "goto" in methods
+    assert methods.count("fill") == 2 and "click" in methods and "goto" in methods
+    # the second episode (in the same page, reused) has a trace of its own
+    second = [e.get("method") for e in _trace_events(out / "episode-0001" / "trace.zip")]
+    assert second.count("fill") == 2 and second.count("selectOption") == 1
     # a second run appends: a new episode folder, the log grows
     result = run("browse", "contact-form", "--out", str(out), "--policy", "random")
     assert result.exit_code == 0, result.output
-    assert (out / "episode-0001" / "trace.zip").is_file()
-    assert len(read_episodes([out / "episodes.jsonl"])[0]) == 2
+    assert (out / "episode-0002" / "trace.zip").is_file()
+    assert len(read_episodes([out / "episodes.jsonl"])[0]) == 3
 
 
 def test_playwright_show_trace_is_available() -> None:

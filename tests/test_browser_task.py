@@ -10,6 +10,7 @@ import pytest
 
 from archer_agents.environments.browser_task import SITE_DIR, example_tasks
 from archer_agents.environments.browser_task.taskfile import TaskFileError, read_task
+from archer_agents.tools.browser.static import StaticServer
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
@@ -220,3 +221,32 @@ def test_the_command_line_resolver_takes_a_task_file(tmp_path) -> None:
         env_factory(str(bad))
     with pytest.raises(UserError, match="no_such_option"):
         env_factory(str(example_tasks()["find-contact"]), ["no_such_option=1"])
+
+
+@browser
+def test_the_next_episode_sees_nothing_of_the_last(make_env, tmp_path) -> None:
+    env = make_env(example_tasks()["find-contact"])
+    env.reset()
+    first_page = env.browser.run_in_page(id)
+    env.browser.evaluate(
+        """() => { localStorage.setItem('k', 'v'); sessionStorage.setItem('k', 'v');
+                   document.cookie = 'k=v'; window.name = 'kept'; }"""
+    )
+    link = env.snapshot.find("link", "Contact form")[0].element_id
+    env.step(f'click("{link}")')
+    obs, _ = env.reset()
+    assert env.browser.run_in_page(id) == first_page  # the page was reused, cleared
+    left = env.browser.evaluate(
+        "() => [localStorage.getItem('k'), sessionStorage.getItem('k'), document.cookie,"
+        " window.name]"
+    )
+    assert left == [None, None, "", ""]
+    obs, *_, info = env.step("go_back()")  # the last episode's pages are not in the history
+    assert "no previous page" in obs.splitlines()[-1] and info["invalid_action"]
+    # an episode that loaded pages of two origins is followed by a fresh context
+    with StaticServer(tmp_path) as other:
+        env.browser._allowed.add(("http", "127.0.0.1", other.port))
+        (tmp_path / "x.html").write_text("<p>other</p>")
+        env.step(f'goto("{other.origin}/x.html")')
+        env.reset()
+        assert env.browser.run_in_page(id) != first_page

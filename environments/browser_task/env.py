@@ -40,7 +40,11 @@ from archer_agents.formats.prompts import tool_spec
 from archer_agents.formats.tool_calls import ActionParseError, parse_tool_call
 from archer_agents.tools.browser.chromium import find_chromium, require_playwright
 from archer_agents.tools.browser.confined import BrowserFailure
-from archer_agents.tools.browser.session import BrowserSession, PageSnapshot
+from archer_agents.tools.browser.session import (
+    DEFAULT_CONTEXTS_PER_BROWSER,
+    BrowserSession,
+    PageSnapshot,
+)
 from archer_agents.tools.browser.static import StaticServer
 from archer_agents.tools.browser.tools import BrowserToolkit, render_snapshot
 
@@ -87,6 +91,9 @@ class BrowserTaskEnv(TextEnv):
             reported as the model's mistake.
         viewport: browser viewport (width, height).
         trace: record a Playwright trace of each episode (`save_trace` writes it).
+        contexts_per_browser: environments of this process share a Chromium, each in its
+            own context, up to this many in one (1: a Chromium of its own). A crash fails
+            the episodes of the environments in that Chromium only.
         max_action_chars: longer actions are refused with an error observation.
         render_mode: None or 'ansi'.
     """
@@ -102,6 +109,7 @@ class BrowserTaskEnv(TextEnv):
         element_timeout_s: float = 1.0,
         viewport: tuple[int, int] = (1024, 768),
         trace: bool = False,
+        contexts_per_browser: int = DEFAULT_CONTEXTS_PER_BROWSER,
         max_action_chars: int = 2_000,
         render_mode: str | None = None,
     ) -> None:
@@ -119,6 +127,9 @@ class BrowserTaskEnv(TextEnv):
         self.element_timeout_s = element_timeout_s
         self.viewport = tuple(viewport)
         self.trace = trace
+        if contexts_per_browser < 1:
+            raise ValueError(f"contexts_per_browser must be at least 1, got {contexts_per_browser}")
+        self.contexts_per_browser = contexts_per_browser
         site = self.task.resolve_site(self.base_dir)
         self.server = StaticServer(site) if site is not None else None
         self.scripted_kinds = ("expert", "random") if self.task.solution else ("random",)
@@ -158,6 +169,7 @@ class BrowserTaskEnv(TextEnv):
                 action_timeout_s=self.action_timeout_s,
                 element_timeout_s=self.element_timeout_s,
                 viewport=self.viewport,
+                contexts_per_browser=self.contexts_per_browser,
                 name="browser-task",
             )
             self.browser.tracing = self.trace

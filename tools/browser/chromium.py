@@ -5,8 +5,8 @@ as a process we own, in its own process group, so that `kill_process_group`
 can end it and its children whatever state they are in. Playwright's sync API
 is bound to the thread that started it, so one `PlaywrightThread` owns the
 driver and runs every browser operation as a job, whose `Future` the caller
-waits on with a deadline. `archer_agents.tools.browser.confined.ConfinedChromium`
-launches Chromium and drives it with these; MiniShop and MiniWoB build on it.
+waits on with a deadline. `archer_agents.tools.browser.host.ChromiumHost`
+launches Chromium and drives it with these; MiniShop, MiniWoB and task files build on it.
 """
 
 from __future__ import annotations
@@ -38,7 +38,10 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--disable-extensions",
     "--disable-default-apps",
-    "--disable-features=BackForwardCache",
+    "--disable-features=BackForwardCache,PaintHolding",
+    "--disable-renderer-backgrounding",
+    "--disable-background-timer-throttling",
+    "--disable-backgrounding-occluded-windows",
     "--hide-scrollbars",
     "--mute-audio",
 )
@@ -46,6 +49,9 @@ CHROMIUM_FLAGS = (
 
 Without the background-networking flags Chromium calls home at start-up;
 without disabling the back/forward cache, going back can restore typed values.
+The backgrounding flags keep every context of a shared Chromium running at full
+speed (timers and rendering are otherwise throttled in pages not in front), and
+without paint holding a new page paints as soon as it can.
 """
 INSTALL_PLAYWRIGHT = "pip install 'archer-agents[browser]'"
 

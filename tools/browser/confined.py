@@ -1,12 +1,14 @@
-"""One headless Chromium, confined to allowed origins, every operation with a deadline.
+"""A browser context confined to allowed origins, every operation with a deadline.
 
 Chromium is the system's, started as a process we own (so we can kill it) and
-driven over CDP; finding it, and the one thread that owns Playwright, are in
-`archer_agents.tools.browser.chromium`. Every browser operation is a job on
+driven over CDP by one Playwright thread: that is a `ChromiumHost`
+(`archer_agents.tools.browser.host`), which one or several `ConfinedChromium`
+instances use, each with its own context. Every browser operation is a job on
 that thread with a deadline: if Chromium crashes the job fails, if it hangs the
 deadline passes and we kill the process. Either way the caller gets a
 `BrowserFailure` within the deadline and the browser is restarted; nothing
-waits forever.
+waits forever. Contexts that shared the failed Chromium fail their episode at
+their next operation, with the reason.
 
 Confinement: every request of an episode's context is routed; anything not to
 an allowed origin is aborted and counted (``blocked_requests``), web sockets to
@@ -20,39 +22,37 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import subprocess
-import tempfile
-import time
-import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from archer_agents.tools.browser.chromium import (
-    CHROMIUM_FLAGS,
-    PlaywrightThread,
-    find_chromium,
-    is_playwright_error,
-    kill_process_group,
-)
+from archer_agents.tools.browser.chromium import find_chromium
+from archer_agents.tools.browser.host import BrowserFailure, ChromiumHost, acquire, release
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class BrowserFailure(RuntimeError):
-    """The browser itself failed (not the model's action); the episode cannot go on.
+_CLEAR_STORAGE_JS = """async () => {
+  try { localStorage.clear(); } catch (e) {}
+  try { sessionStorage.clear(); } catch (e) {}
+  window.name = '';
+  try {
+    const names = (await indexedDB.databases()).map((d) => d.name);
+    await Promise.all(names.map((n) => new Promise((done) => {
+      const request = indexedDB.deleteDatabase(n);
+      request.onsuccess = request.onerror = request.onblocked = () => done();
+    })));
+  } catch (e) {}
+  try { await Promise.all((await caches.keys()).map((k) => caches.delete(k))); } catch (e) {}
+}"""
+"""Clears what the current page's origin can keep between episodes (run in that page)."""
 
-    ``kind`` is ``crashed``, ``hung`` or ``error``; the message says what happened.
-    """
 
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def parse_origin(origin: str) -> tuple[str, str, int | None]:
@@ -64,9 +64,13 @@ def parse_origin(origin: str) -> tuple[str, str, int | None]:
 
 
 class ConfinedChromium:
-    """One headless Chromium whose pages may reach only ``origins``.
+    """A confined browser context (one episode's page at a time) in a headless Chromium.
 
     Subclasses open episodes with `new_context` and run page work through `_call`.
+    Several instances may share one Chromium (``contexts_per_browser`` > 1): each
+    has its own context, allowed origins and blocked-request count; a crash or hang
+    of the shared Chromium fails the episode of every instance in it (their next
+    call raises `BrowserFailure`), and the next episode runs in a fresh Chromium.
 
     Args:
         origins: the allowed origins (``http://127.0.0.1:PORT``); every other is blocked.
@@ -77,6 +81,7 @@ class ConfinedChromium:
         locale: the browser's locale.
         timezone_id: the browser's time zone.
         name: how logs and the profile folder name this browser.
+        contexts_per_browser: how many instances may share one Chromium (1: a private one).
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class ConfinedChromium:
         locale: str = "en-US",
         timezone_id: str = "UTC",
         name: str = "browser",
+        contexts_per_browser: int = 1,
     ) -> None:
         if action_timeout_s <= 0 or launch_timeout_s <= 0:
             raise ValueError("action_timeout_s and launch_timeout_s must be positive")
@@ -106,159 +112,83 @@ class ConfinedChromium:
         self.locale = locale
         self.timezone_id = timezone_id
         self.name = name
+        self.contexts_per_browser = contexts_per_browser
         self.blocked_requests = 0
         """Requests to other origins aborted during the current episode."""
         self.blocked_urls: list[str] = []
-        self.restarts = 0
         self.tracing = False
         """Record a Playwright trace of each new context (`save_trace` writes it)."""
-        self._worker: PlaywrightThread | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-        self._finalizer: weakref.finalize | None = None
-        self._browser: Any = None
+        self.host: ChromiumHost | None = None
         self._context: Any = None
         self._page: Any = None
+        self._generation = 0
+        self._document_origins: set[str] = set()
+        """Origins this episode loaded documents from (a page of each may have stored data)."""
+        self._chunk_open = False
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
     def pid(self) -> int | None:
         """Process id of the running Chromium (its main process), if any."""
-        return self._process.pid if self._process is not None else None
+        return self.host.pid if self.host is not None else None
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self.host is not None and self.host.running
+
+    @property
+    def restarts(self) -> int:
+        """How often the Chromium this context runs in was restarted."""
+        return self.host.restarts if self.host is not None else 0
 
     def start(self) -> None:
-        """Start Chromium and connect to it (a no-op when it is already running)."""
-        if self.running and self._browser is not None:
-            return
-        self._stop_process()
-        if self._worker is None or not self._worker.thread.is_alive():
-            self._worker = PlaywrightThread(self.launch_timeout_s)
-        user_data_dir = tempfile.mkdtemp(prefix=f"{self.name}-chromium-")
-        command = [
-            self.executable,
-            *CHROMIUM_FLAGS,
-            "--remote-debugging-address=127.0.0.1",
-            "--remote-debugging-port=0",
-            f"--user-data-dir={user_data_dir}",
-            "about:blank",
-        ]
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self._process = process
-        self._finalizer = weakref.finalize(self, kill_process_group, process, user_data_dir)
-        endpoint = self._wait_for_endpoint(process, user_data_dir)
-        worker = self._worker
-
-        def connect() -> Any:
-            return worker.playwright.chromium.connect_over_cdp(
-                endpoint, timeout=self.launch_timeout_s * 1000
+        """Start (or join) Chromium and connect to it (a no-op when it is already running)."""
+        if self.host is None:
+            self.host = acquire(
+                self.executable,
+                contexts_per_browser=self.contexts_per_browser,
+                launch_timeout_s=self.launch_timeout_s,
+                name=self.name,
             )
-
-        try:
-            self._browser = self._worker.submit(connect).result(timeout=self.launch_timeout_s + 5)
-        except BaseException as exc:
-            self._stop_process()
-            raise RuntimeError(
-                f"could not connect to Chromium ({self.executable}): {exc}; check that it "
-                "starts with `chromium --headless --no-sandbox about:blank`"
-            ) from exc
-        logger.debug("Chromium %s running as pid %d", self.executable, process.pid)
-
-    def _wait_for_endpoint(self, process: subprocess.Popen[bytes], user_data_dir: str) -> str:
-        port_file = os.path.join(user_data_dir, "DevToolsActivePort")
-        deadline = time.monotonic() + self.launch_timeout_s
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                self._stop_process()
-                raise RuntimeError(
-                    f"Chromium ({self.executable}) exited with code {process.returncode} at "
-                    "start-up; run it by hand with --headless --no-sandbox to see why"
-                )
-            with contextlib.suppress(OSError):
-                with open(port_file, encoding="utf-8") as handle:
-                    lines = handle.read().splitlines()
-                if len(lines) >= 2 and lines[0].isdigit():
-                    return f"ws://127.0.0.1:{lines[0]}{lines[1]}"
-            time.sleep(0.05)
-        self._stop_process()
-        raise RuntimeError(
-            f"Chromium ({self.executable}) did not open its debugging port within "
-            f"{self.launch_timeout_s:.0f} s"
-        )
-
-    def _stop_process(self) -> None:
-        self._browser = self._context = self._page = None
-        if self._finalizer is not None:
-            self._finalizer()  # kills the process group and removes the profile
-            self._finalizer = None
-        self._process = None
+        self.host.start()
 
     def restart(self) -> None:
         """Kill Chromium (whatever state it is in) and start a fresh one."""
-        self._stop_process()
-        self.restarts += 1
         self.start()
+        assert self.host is not None
+        self._context = self._page = None
+        self.host.restart()
+
+    def ensure_started(self) -> None:
+        """Start (or restart) Chromium if it is not running."""
+        if self.host is None:
+            self.start()
+        elif not self.host.running:
+            self.restart()
 
     def close(self) -> None:
-        """Close the episode, Chromium and the Playwright thread."""
-        if self._worker is not None and self._browser is not None:
-            browser = self._browser
-            with contextlib.suppress(Exception):
-                self._worker.submit(browser.close).result(timeout=5)
-        self._stop_process()
-        if self._worker is not None:
-            self._worker.stop(timeout_s=5)
-            self._worker = None
+        """Close the episode and leave Chromium (the last context out closes it)."""
+        self.close_episode()
+        if self.host is not None:
+            host, self.host = self.host, None
+            release(host)
 
     # -- running jobs with deadlines --------------------------------------------------------
     def _call(self, fn: Callable[[], T], timeout_s: float) -> T:
         """Run ``fn`` on the Playwright thread; on crash or hang, restart and raise."""
-        if self._worker is None or self._browser is None:
+        host = self.host
+        if host is None:
             raise BrowserFailure("crashed", "the browser is not running")
-        future = self._worker.submit(fn)
+        if self._context is not None and self._generation != host.generation:
+            self._context = self._page = None
+            raise BrowserFailure(
+                "crashed", "Chromium failed in another episode and was restarted; this page is gone"
+            )
         try:
-            return future.result(timeout=timeout_s)
-        except FutureTimeout:
-            failure = BrowserFailure("hung", f"the browser did not answer within {timeout_s:.1f} s")
+            return host.call(fn, timeout_s)
         except BrowserFailure:
+            self._context = self._page = None
             raise
-        except Exception as exc:
-            if not is_playwright_error(exc):
-                raise
-            failure = self._classify(exc)
-        logger.warning("%s browser %s; restarting it", self.name, failure)
-        self._recover(future)
-        raise failure
-
-    def _classify(self, exc: BaseException) -> BrowserFailure:
-        message = " ".join(str(exc).split())[:300]
-        if not self.running or "closed" in message.lower() or "crash" in message.lower():
-            return BrowserFailure("crashed", message)
-        if type(exc).__name__ == "TimeoutError":
-            return BrowserFailure("hung", message)
-        return BrowserFailure("error", message)
-
-    def _recover(self, future: Future[Any]) -> None:
-        self._stop_process()  # a job stuck on the dead browser fails now
-        try:
-            future.result(timeout=5)
-        except FutureTimeout:
-            logger.warning("the Playwright thread is stuck; abandoning it")
-            self._worker = None
-        except Exception:
-            pass
-        try:
-            self.restart()
-        except Exception:
-            logger.exception("could not restart Chromium; will retry at the next episode")
 
     def _deadline(self, operations: int) -> float:
         return self.action_timeout_s * operations + 5.0
@@ -268,6 +198,8 @@ class ConfinedChromium:
         url = route.request.url
         try:
             if self.allows(url):
+                if route.request.resource_type == "document":
+                    self._document_origins.add(_origin(url))
                 route.continue_()
             else:
                 self.block(url)
@@ -312,7 +244,9 @@ class ConfinedChromium:
             with contextlib.suppress(Exception):
                 self._context.close()
             self._context = self._page = None
-        context = self._browser.new_context(
+        assert self.host is not None
+        self._generation = self.host.generation
+        context = self.host.browser.new_context(
             viewport={"width": width, "height": height},
             screen={"width": width, "height": height},
             device_scale_factor=1,
@@ -331,17 +265,60 @@ class ConfinedChromium:
             context.add_cookies([dict(c) for c in cookies])
         if self.tracing:
             context.tracing.start(screenshots=True, snapshots=True, sources=False)
+            context.tracing.start_chunk()
+            self._chunk_open = True
         self._context = context
+        self._document_origins = set()
         self._page = context.new_page()
         return self._page
 
-    def ensure_started(self) -> None:
-        """Start (or restart) Chromium if it is not running."""
-        if self._browser is None or not self.running:
-            self.restart()
+    def reuse_page(self) -> Any | None:
+        """(On the Playwright thread) this episode's page, made ready for the next episode
+        without a new context, or None when only a fresh context will do.
+
+        A new context costs a new renderer process (hundreds of milliseconds); when the
+        last episode loaded documents from one origin only and its page is still there,
+        clearing what that origin's pages can keep (cookies, local and session storage,
+        IndexedDB, Cache Storage, ``window.name``) leaves nothing of the last episode
+        for the next one to see. The caller navigates, then calls `forget_history`.
+        Resets the blocked-request count.
+        """
+        page, context = self._page, self._context
+        if page is None or context is None or self.host is None:
+            return None
+        if self._generation != self.host.generation or len(self._document_origins) != 1:
+            return None
+        (origin,) = self._document_origins
+        if _origin(page.url) != origin or len(context.pages) != 1:
+            return None
+        try:
+            page.evaluate(_CLEAR_STORAGE_JS)
+            context.clear_cookies()
+        except Exception:
+            logger.debug("could not clear the last episode's page; opening a fresh context")
+            return None
+        self.blocked_requests = 0
+        self.blocked_urls = []
+        self._document_origins = set()
+        if self.tracing:
+            if self._chunk_open:
+                context.tracing.stop_chunk()  # the last episode's, never saved
+            context.tracing.start_chunk()
+            self._chunk_open = True
+        return page
+
+    def forget_history(self) -> None:
+        """(On the Playwright thread) drop the page's history before its current entry, so
+        that going back cannot reach an earlier episode."""
+        cdp = self._page.context.new_cdp_session(self._page)
+        try:
+            cdp.send("Page.resetNavigationHistory")
+        finally:
+            cdp.detach()
 
     def close_episode(self) -> None:
-        if self._context is None or self._worker is None:
+        if self._context is None or not self.running:
+            self._context = self._page = None
             return
         context = self._context
 
@@ -362,11 +339,16 @@ class ConfinedChromium:
     def save_trace(self, path: str) -> None:
         """Stop the episode's Playwright trace (``tracing``) and write it to ``path`` (a zip
         that ``playwright show-trace`` opens)."""
-        if not self.tracing:
+        if not self.tracing or not self._chunk_open:
             raise RuntimeError(
-                "this browser records no trace: set tracing = True before the episode"
+                "this browser records no trace of this episode: set tracing = True before it"
             )
-        self._call(lambda: self._context.tracing.stop(path=path), self._deadline(2))
+
+        def job() -> None:
+            self._context.tracing.stop_chunk(path=path)
+            self._chunk_open = False
+
+        self._call(job, self._deadline(2))
 
     def run_in_page(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(page)`` on the Playwright thread (for tests and debugging)."""

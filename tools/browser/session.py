@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 ID_ATTRIBUTE = "data-archer-id"
 MAX_NAME_CHARS = 100
 MAX_TEXT_CHARS = 4_000
+DEFAULT_CONTEXTS_PER_BROWSER = 8
+"""Sessions of one process share a Chromium, up to this many contexts in each."""
 
 SNAPSHOT_JS = r"""
 (opts) => {
@@ -207,10 +209,15 @@ class PageActionError(Exception):
 class BrowserSession(ConfinedChromium):
     """A confined Chromium with one page at a time, seen as element-id snapshots.
 
+    Sessions share a Chromium by default (``contexts_per_browser``, 8): several
+    environments of one process run as contexts of one browser.
+
     Args: those of `ConfinedChromium`, plus
         ignore_selector: elements (and their subtrees) the snapshot leaves out.
         element_timeout_s: how long an action waits for its element to be actionable
             before it is reported as the model's mistake.
+        reuse_context: start an episode in the last one's page, cleared, where that is
+            safe (`ConfinedChromium.reuse_page`), rather than in a new context.
     """
 
     def __init__(
@@ -219,23 +226,35 @@ class BrowserSession(ConfinedChromium):
         *,
         ignore_selector: str = "",
         element_timeout_s: float = 2.0,
+        reuse_context: bool = True,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("name", "session")
+        kwargs.setdefault("contexts_per_browser", DEFAULT_CONTEXTS_PER_BROWSER)
         super().__init__(origins, **kwargs)
         self.ignore_selector = ignore_selector
         self.element_timeout_s = element_timeout_s
+        self.reuse_context = reuse_context
 
     # -- episodes ------------------------------------------------------------------------------
     def open(self, url: str) -> PageSnapshot:
-        """A fresh confined context on ``url`` (which must be on an allowed origin)."""
+        """A new episode on ``url`` (which must be on an allowed origin).
+
+        With ``reuse_context`` the last episode's page is reused when nothing of that
+        episode can show through (`reuse_page`), else a fresh context is opened.
+        """
         if not self.allows(url):
             raise ValueError(f"{url!r} is not on an allowed origin ({', '.join(self.origins)})")
         self.ensure_started()
 
         def job() -> PageSnapshot:
-            page = self.new_context()
-            page.goto(url, wait_until="load")
+            page = self.reuse_page() if self.reuse_context else None
+            if page is None:
+                page = self.new_context()
+                page.goto(url, wait_until="load")
+            else:
+                page.goto(url, wait_until="load")
+                self.forget_history()
             return self._snapshot()
 
         return self._call(job, self._deadline(2))
