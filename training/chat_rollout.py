@@ -23,7 +23,6 @@ episode) is what the critic reads.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,12 +46,13 @@ def uses_chat_template(policy: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def chat_env_factory(factory: Callable[..., Any], tokenizer: Any) -> Callable[..., Any]:
+def chat_env_factory(factory: Callable[[], Any], tokenizer: Any) -> Callable[[], Any]:
     """``factory``, making tool environments read ``tokenizer``'s tool-call format.
 
-    A tool-calling environment left in the project's embedded format is built
-    with ``tool_format=<family>`` (`archer_agents.formats.tool_formats.family_for`);
-    any other environment, or one whose format was chosen already, is unchanged.
+    A tool-calling environment left in the project's embedded format reads the
+    family the tokenizer's template writes
+    (`archer_agents.formats.tool_formats.family_for`); any other environment, or
+    one whose format was chosen already, is unchanged.
     """
     probe = factory()
     try:
@@ -65,7 +65,13 @@ def chat_env_factory(factory: Callable[..., Any], tokenizer: Any) -> Callable[..
     if family is tool_formats.EMBEDDED:
         return factory
     logger.info("the environment reads the model's %s tool calls", family.name)
-    return functools.partial(factory, tool_format=family.name)
+
+    def make() -> Any:
+        env = factory()
+        env.unwrapped.tool_format = family  # read only when a call is parsed
+        return env
+
+    return make
 
 
 def chat_actor_for(actor: Any) -> Any:

@@ -247,14 +247,47 @@ def load_policy(path: str) -> Any:
         raise UserError(str(exc)) from None
 
 
-def make_actor(policy: str, *, temperature: float, max_new_tokens: int, seed: int) -> Any:
+def make_actor(
+    policy: str,
+    *,
+    temperature: float,
+    max_new_tokens: int,
+    seed: int,
+    chat_model: str | None = None,
+) -> Any:
+    """The actor for ``--policy``: a scripted agent, or a model (in chat form if it has a template).
+
+    ``chat_model`` (a model folder) makes a scripted agent speak that model's chat
+    template and tool-call format, so its episodes are behaviour-cloning data for it.
+    """
     from archer_agents.policies.protocol import SamplingParams
+    from archer_agents.training.chat_rollout import ChatScriptedActor, chat_actor_for
     from archer_agents.training.rollout import PolicyActor, ScriptedActor
 
     if policy in SCRIPTED:
-        return ScriptedActor(policy, seed=seed)
+        if chat_model is None:
+            return ScriptedActor(policy, seed=seed)
+        return ChatScriptedActor(policy, chat_tokenizer(chat_model), seed=seed)
+    if chat_model is not None:
+        raise UserError("--chat-model is for scripted policies; a model plays in its own format")
     sampling = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
-    return PolicyActor(load_policy(policy), sampling)
+    return chat_actor_for(PolicyActor(load_policy(policy), sampling))
+
+
+def chat_tokenizer(model: str) -> Any:
+    """The tokenizer of ``model`` (a folder or hub id), which must bring a chat template."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read a tokenizer from {model!r}: {exc}") from None
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError(
+            f"{model} has no chat template; give it one, or drop --chat-model to record "
+            "the project's own text format"
+        )
+    return tokenizer
 
 
 def summary_table(title: str, rows: dict[str, Any]) -> Table:
@@ -286,10 +319,14 @@ def collect_with_progress(
     sweep_tasks: bool = False,
     env_args: Sequence[str] | dict[str, Any] | None = None,
 ) -> Any:
+    from archer_agents.training.chat_rollout import ChatScriptedActor, chat_env_factory
     from archer_agents.training.rollout import ScriptedActor, collect, split_task_ids
 
     factory = env_factory(env_id, env_args)
-    if isinstance(actor, ScriptedActor):
+    tokenizer = getattr(actor, "tokenizer", None)
+    if tokenizer is not None:  # a chat actor: tool environments read the model's call format
+        factory = chat_env_factory(factory, tokenizer)
+    if isinstance(actor, ScriptedActor | ChatScriptedActor):
         probe = factory()
         kinds = tuple(getattr(probe.unwrapped, "scripted_kinds", ()))
         probe.close()

@@ -110,6 +110,13 @@ def rollout_command(
     max_new_tokens: Annotated[int, typer.Option(help="Longest utterance in tokens.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the first episode.")] = 0,
     env_args: EnvArgs = None,
+    chat_model: Annotated[
+        str | None,
+        typer.Option(
+            help="A model folder whose chat template and tool-call format a scripted policy "
+            "speaks: behaviour-cloning data for that model."
+        ),
+    ] = None,
 ) -> None:
     """Play episodes with a policy and append them to an episode log."""
 
@@ -120,7 +127,11 @@ def rollout_command(
         kwargs = parse_env_args(env_args)
         env_factory(env_id, kwargs)  # an unknown environment fails before the log is opened
         actor = make_actor(
-            policy, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed
+            policy,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            chat_model=chat_model,
         )
         with EpisodeWriter(out) as writer:
             result = collect_with_progress(
@@ -160,6 +171,7 @@ def eval_command(
     ] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the first episode.")] = 10_000,
     env_args: EnvArgs = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest utterance in tokens.")] = 32,
 ) -> None:
     """Evaluate policies on a split: success and return with 95% intervals over tasks."""
 
@@ -170,7 +182,9 @@ def eval_command(
         env_factory(env_id, kwargs)
         rows = {}
         for name in policy:
-            actor = make_actor(name, temperature=temperature, max_new_tokens=32, seed=seed)
+            actor = make_actor(
+                name, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed
+            )
             result = collect_with_progress(
                 env_id,
                 actor,

@@ -207,3 +207,54 @@ TOOL_TEMPLATES: dict[str, str] = {"chatml": CHATML_TOOLS, "llama3": LLAMA3_JSON_
 def has_tool_support(chat_template: str | None) -> bool:
     """Whether a chat template renders the ``tools`` it is given (it mentions them at all)."""
     return bool(chat_template) and "tools" in str(chat_template)
+
+
+# The project's own text format as a chat template, for the embedded models: a
+# conversation renders exactly as `archer_agents.formats.prompts.render_messages`
+# renders it (what the tool-calling environments show as their observation), bos
+# first, each utterance on an "Action:" line. The rendered history holds no
+# end-of-turn token, so `Conversation` renders each turn whole (the sampled ids are
+# still the ones trained on): the prompts equal the text path's, token for token.
+EMBEDDED_CHAT_TEMPLATE = (
+    "{%- macro tools_block() -%}"
+    "{%- if tools -%}Tools:{{ '\\n' }}"
+    "{%- for tool in tools -%}"
+    "{%- set f = tool.function if tool.function is defined else tool -%}"
+    "{%- set params = f.parameters if f.parameters is defined else {} -%}"
+    "{%- set props = params.properties if params.properties is defined else {} -%}"
+    "{%- set required = params.required if params.required is defined else [] -%}"
+    "- {{ f.name }}("
+    "{%- for arg, schema in props.items() -%}"
+    "{{ arg }}: {{ schema.type if schema.type is defined else 'any' }}"
+    "{{- '' if arg in required else '?' }}{{ ', ' if not loop.last }}"
+    "{%- endfor -%}"
+    "): {{ (f.description if f.description is defined else '').split() | join(' ') }}{{ '\\n' }}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{%- endmacro -%}"
+    "{{- bos_token -}}"
+    "{%- set ns = namespace(leading=true, shown=not tools, acted=false) -%}"
+    "{%- for message in messages -%}"
+    "{%- set content = message.content if message.content is string else '' -%}"
+    "{%- if message.role == 'system' and ns.leading -%}{{ content }}{{ '\\n' }}"
+    "{%- else -%}"
+    "{%- if ns.leading and message.role != 'user' and not ns.shown -%}"
+    "{{ tools_block() }}{%- set ns.shown = true -%}"
+    "{%- endif -%}"
+    "{%- if ns.leading and message.role == 'user' -%}"
+    "Task: {{ content }}{{ '\\n' }}"
+    "{%- if not ns.shown -%}{{ tools_block() }}{%- set ns.shown = true -%}{%- endif -%}"
+    "{%- elif message.role == 'assistant' -%}Action: {{ content }}{{ '\\n' }}"
+    "{%- set ns.acted = true -%}"
+    "{%- elif message.role == 'tool' -%}"
+    "{%- if not (loop.nextitem is defined and loop.nextitem.role == 'user') -%}"
+    "Observation: {{ content }}{{ '\\n' }}"
+    "{%- endif -%}"
+    "{%- else -%}"
+    "{{ 'Observation: ' if ns.acted }}{{ message.role | capitalize }}: {{ content }}{{ '\\n' }}"
+    "{%- endif -%}"
+    "{%- set ns.leading = false -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if not ns.shown -%}{{ tools_block() }}{%- endif -%}"
+)

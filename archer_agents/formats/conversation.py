@@ -199,8 +199,11 @@ class ChatTemplate:
                     if not longer.startswith(shorter):
                         return False
                     if probe[end - 1]["role"] == "assistant":
+                        # The reply's ids are appended right after the generation prompt,
+                        # so the template must write the content right there (the
+                        # project's text format puts "Action: " first: rendered whole).
                         prompt = self.render(probe[: end - 1], add_generation_prompt=True)
-                        if not longer.startswith(prompt):
+                        if not longer.startswith(prompt + probe[end - 1]["content"]):
                             return False
             except ChatTemplateError:
                 return False

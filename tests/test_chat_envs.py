@@ -1,0 +1,123 @@
+"""Every kind of environment plays in chat form, with the embedded model and with SmolLM2.
+
+Twenty Questions, SupportSim, MiniShop and a user's own tool environment are
+played through `ChatPolicyActor` and the collector:
+
+- by SmolLM2-135M-Instruct in its own ChatML template with Hermes tool calls
+  (the tool environments read them): each turn's prompt ids extend the previous
+  turn's prompt and sampled ids, token for token;
+- by the embedded model with its own chat template (`EMBEDDED_CHAT_TEMPLATE`),
+  which renders the project's text format: on the tool environments its prompt
+  ids are exactly the text path's (``[bos] + tokenize(observation)``), so what
+  the embedded model learned carries over.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+from langchain_core.tools import tool
+
+import archer_agents.environments  # noqa: F401  (registers the archer ids)
+from archer_agents.environments.base import to_ascii
+from archer_agents.environments.from_tools import make_tool_env
+from archer_agents.formats.chat_templates import EMBEDDED_CHAT_TEMPLATE
+from archer_agents.formats.tool_formats import HERMES
+from archer_agents.policies.local_policy import LocalPolicy
+from archer_agents.policies.protocol import SamplingParams
+from archer_agents.training.chat_rollout import ChatPolicyActor, chat_env_factory
+from archer_agents.training.rollout import collect
+
+
+def own_tools_env(**kwargs):
+    def make_tools(state):
+        @tool
+        def add(a: int, b: int) -> str:
+            """Add two numbers."""
+            state["sum"] = a + b
+            return str(a + b)
+
+        return [add]
+
+    tasks = [{"task_id": str(n), "instruction": f"Add {n} and 2."} for n in range(4)]
+    return make_tool_env(
+        make_tools=make_tools,
+        new_state=lambda task: {"sum": None},
+        tasks={"train": tasks[:2], "test": tasks[2:]},
+        reward=lambda state, task, calls: state["sum"] == int(task.task_id) + 2,
+        final_tools=["add"],
+        max_turns=2,
+        **kwargs,
+    )
+
+
+ENVIRONMENTS = {
+    "TwentyQuestions": (lambda: gym.make("archer/TwentyQuestionsMini-v0", max_turns=2), False),
+    "SupportSim": (
+        lambda: gym.make("archer/SupportSim-v0", size="small", n_train=4, n_test=4, max_turns=2),
+        True,
+    ),
+    "MiniShop": (lambda: gym.make("archer/MiniShop-v0", catalog="small", max_turns=2), False),
+    "own tools": (own_tools_env, True),
+}
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_dir: Path) -> LocalPolicy:
+    return LocalPolicy.from_pretrained(smollm2_dir, seed=0)
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> LocalPolicy:
+    """An embedded model whose tokenizer learned the four environments' text (as `init_model`
+    builds them for a job)."""
+    from archer_agents.policies.tiny_model import init_model
+    from archer_agents.training.rollout import ScriptedActor
+
+    texts = []
+    for make, _ in ENVIRONMENTS.values():
+        for episode in collect(make, ScriptedActor("random"), 2, num_envs=1, seed=0).episodes:
+            texts += [t.next_observation for t in episode.transitions]
+    folder = tmp_path_factory.mktemp("embedded") / "model"
+    return LocalPolicy.from_pretrained(init_model(folder, texts, size="test"), seed=0)
+
+
+def play(policy: LocalPolicy, name: str, chat_template: str | None = None):
+    make, _ = ENVIRONMENTS[name]
+    factory = chat_env_factory(make, policy.tokenizer) if chat_template is None else make
+    actor = ChatPolicyActor(policy, SamplingParams(max_new_tokens=6), chat_template=chat_template)
+    episodes = collect(factory, actor, 1, num_envs=1, seed=0).episodes
+    assert episodes and episodes[0].transitions
+    for t in episodes[0].transitions:
+        assert t.prompt_token_ids and t.action_token_ids and t.action_logprobs
+        assert len(t.action_token_ids) == len(t.action_logprobs)
+    return factory, episodes[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(ENVIRONMENTS))
+def test_smollm2_plays_in_its_own_template_token_exactly(smollm2, name: str) -> None:
+    factory, episode = play(smollm2, name)
+    if ENVIRONMENTS[name][1]:
+        assert factory().unwrapped.tool_format is HERMES
+    first = smollm2.tokenizer.decode(episode.transitions[0].prompt_token_ids)
+    assert first.startswith("<|im_start|>system") and first.endswith("<|im_start|>assistant\n")
+    for before, after in itertools.pairwise(episode.transitions):
+        head = [*before.prompt_token_ids, *before.action_token_ids]
+        assert after.prompt_token_ids[: len(head)] == head
+
+
+@pytest.mark.parametrize("name", list(ENVIRONMENTS))
+def test_the_embedded_model_plays_in_its_own_template(embedded, name: str) -> None:
+    _, episode = play(embedded, name, EMBEDDED_CHAT_TEMPLATE)
+    if ENVIRONMENTS[name][1]:  # the project's text format: the text path's ids exactly
+        # (up to the first utterance outside printable ASCII: the environment's text shows
+        # such characters as "?", while the chat messages keep the utterance as said)
+        ascii_so_far = True
+        for t in episode.transitions:
+            if ascii_so_far:
+                assert t.prompt_token_ids == embedded.prompt_ids(t.observation)
+            ascii_so_far = ascii_so_far and to_ascii(t.action) == t.action
