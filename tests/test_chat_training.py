@@ -166,3 +166,36 @@ def test_archer_trains_a_chat_model_in_chat_form(qwen2_chat_dir: Path, tmp_path:
         assert policy_prompt(t) == tuple(t.prompt_token_ids)
     assert trainer.env_factory().unwrapped.tool_format is HERMES
     assert archer.actor_updates == 1 and archer.critic_updates >= 1
+
+
+def test_the_cli_records_an_expert_in_a_models_format_and_clones_it(
+    qwen2_chat_dir: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from archer_agents.cli.app import app
+    from archer_agents.data.episode_log import read_episodes
+
+    log = tmp_path / "expert.jsonl"
+    env_args = ["--env-arg", "size=small", "--env-arg", "n_train=4", "--env-arg", "n_test=4"]
+    rollout = [
+        "rollout", "archer/SupportSim-v0", "--policy", "expert", "--episodes", "2",
+        "--num-envs", "2", "--out", str(log), "--chat-model", str(qwen2_chat_dir), *env_args,
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, rollout)
+    assert result.exit_code == 0, result.output
+    episodes, _ = read_episodes(log)
+    turns = [t for e in episodes for t in e.transitions]
+    assert turns and all(t.action.startswith("<tool_call>") for t in turns)
+    assert all(t.prompt_token_ids and t.action_token_ids for t in turns)
+    assert any(e.success for e in episodes)
+
+    out = tmp_path / "cloned"
+    bc = ["bc", str(log), "--model", str(qwen2_chat_dir), "--out", str(out), "--steps", "3",
+          "--batch-size", "4", "--warmup-steps", "0", "--lora"]  # fmt: skip
+    result = CliRunner().invoke(app, bc)
+    assert result.exit_code == 0, result.output
+    assert (out / "adapter_config.json").is_file()
+    refused = CliRunner().invoke(app, ["rollout", "archer/SupportSim-v0", "--policy", str(out),
+                                       "--chat-model", str(qwen2_chat_dir), *env_args])  # fmt: skip
+    assert refused.exit_code != 0 and "scripted" in refused.output

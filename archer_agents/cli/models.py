@@ -205,6 +205,13 @@ def bc_command(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     lenient: LenientOption = True,
+    retokenize: Annotated[
+        bool,
+        typer.Option(
+            help="Ignore the token ids recorded in the logs (written by another model) and "
+            "tokenize the text afresh."
+        ),
+    ] = False,
 ) -> None:
     """Behaviour-clone a policy on episode logs and save it.
 
@@ -229,6 +236,7 @@ def bc_command(
             packed=packed,
             eval_every=eval_every,
             seed=seed,
+            retokenize=retokenize,
         )
         data = read_logs(episodes, lenient=lenient)
         if not utterance_pairs(data, only_successful=only_successful):
