@@ -199,3 +199,11 @@ def test_the_cli_records_an_expert_in_a_models_format_and_clones_it(
     refused = CliRunner().invoke(app, ["rollout", "archer/SupportSim-v0", "--policy", str(out),
                                        "--chat-model", str(qwen2_chat_dir), *env_args])  # fmt: skip
     assert refused.exit_code != 0 and "scripted" in refused.output
+
+
+def test_an_actor_that_only_reads_text_refuses_a_chat_model(qwen) -> None:
+    from archer_agents.training.algorithms.chai import ChaiActor
+
+    ranking = ChaiActor(qwen, None, 2, SamplingParams(max_new_tokens=4))  # ranks text candidates
+    with pytest.raises(ValueError, match="chat template"):
+        chat_actor_for(ranking)

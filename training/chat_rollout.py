@@ -78,12 +78,22 @@ def chat_actor_for(actor: Any) -> Any:
     """``actor`` in chat form when the policy it samples from brings a chat template.
 
     A plain sampler (`PolicyActor`, `CachedPolicyActor`) of such a policy becomes a
-    `ChatPolicyActor` with the same sampling; every other actor is unchanged, and
-    a sampler of a policy without a chat template keeps the project's text format.
+    `ChatPolicyActor` with the same sampling; a sampler of a policy without a chat
+    template keeps the project's text format, as do scripted actors. Any other
+    actor over a chat-template policy (CHAI's critic-ranked one) raises `ValueError`.
     """
-    if isinstance(actor, PolicyActor | CachedPolicyActor) and uses_chat_template(actor.policy):
-        return ChatPolicyActor(actor.policy, actor.sampling)
-    return actor
+    policy = getattr(actor, "policy", None)
+    if policy is None or not uses_chat_template(policy):
+        return actor
+    if isinstance(actor, PolicyActor | CachedPolicyActor):
+        return ChatPolicyActor(policy, actor.sampling)
+    if isinstance(actor, ChatPolicyActor):
+        return actor
+    raise ValueError(
+        f"{type(actor).__name__} samples from the project's text observations, but the policy's "
+        "tokenizer has a chat template; train this model with an algorithm whose actor is a "
+        "plain sampler (archer, ppo, reinforce, filtered_bc)"
+    )
 
 
 @dataclass
