@@ -110,3 +110,24 @@ def test_the_raw_reply_is_read_in_the_models_family(server) -> None:
     assert choice["finish_reason"] == "tool_calls"
     call = choice["message"]["tool_calls"][0]["function"]
     assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "Paris"}
+
+
+def test_archer_chat_model_speaks_the_models_own_template(taught_qwen2: Path) -> None:
+    """In process, a chat-template policy gets its template's ids and its calls are read as
+    Hermes; the recorder-facing metadata carries exactly those prompt ids."""
+    from archer_agents.formats.conversation import ChatTemplate
+    from archer_agents.langchain.chat_model import ArcherChatModel
+    from archer_agents.policies.local_policy import LocalPolicy
+    from archer_agents.policies.protocol import SamplingParams
+
+    policy = LocalPolicy.from_pretrained(taught_qwen2)
+    model = ArcherChatModel(
+        policy=policy, sampling=SamplingParams(temperature=0, max_new_tokens=48)
+    )
+    answer = model.bind_tools([get_weather]).invoke(QUESTION)
+    assert [(c["name"], c["args"]) for c in answer.tool_calls] == [
+        ("get_weather", {"city": "Paris"})
+    ]
+    template = ChatTemplate(policy.tokenizer, [tool_spec(get_weather)])
+    expected = template.prompt_ids([{"role": "user", "content": QUESTION}])
+    assert answer.response_metadata["prompt_token_ids"] == expected

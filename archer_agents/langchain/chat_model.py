@@ -1,12 +1,20 @@
 """`ArcherChatModel`: a trained policy as a LangChain chat model.
 
-The policy was trained on text observations, not on chat messages, so a call
-renders the conversation (and the bound tools) with `prompts.render_messages`,
-the format training used, and asks the `Policy` (a `LocalPolicy` or a server
-policy, anything with ``generate``) for one utterance. The utterance is parsed
-with the environments' own parser (`archer_agents.formats.tool_calls`): a tool call
-becomes ``AIMessage.tool_calls`` (with a fresh id), anything else is the
-message's text. So the model works in `langchain.agents.create_agent` and any
+A call renders the conversation (and the bound tools) the way the policy was
+trained, and asks the `Policy` (a `LocalPolicy` or a server policy, anything
+with ``generate``) for one utterance:
+
+- a policy whose tokenizer has a chat template (a real instruct model) gets the
+  model's own template over the conversation as prompt ids
+  (`archer_agents.formats.conversation.ChatTemplate`), and its reply is read in
+  its family's tool-call format (Hermes ``<tool_call>`` tags, Llama 3 JSON), as
+  the environments and vLLM read it;
+- any other policy (the embedded models) gets the project's text format,
+  `prompts.render_messages`, and its reply is read by the environments' own
+  parser (`archer_agents.formats.tool_calls`).
+
+A tool call becomes ``AIMessage.tool_calls`` (with a fresh id), anything else is
+the message's text. So the model works in `langchain.agents.create_agent` and any
 LangGraph graph that expects a tool-calling chat model.
 
 What training needs travels with the message: ``response_metadata`` (and the
@@ -43,6 +51,7 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.utils import convert_to_openai_messages
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.runnables.config import run_in_executor
@@ -50,12 +59,14 @@ from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from archer_agents.formats.chat_calls import read_tool_calls
+from archer_agents.formats.conversation import ChatTemplate
 from archer_agents.formats.prompts import (
     UTTERANCE_CALLS_KEY,
     UTTERANCE_KEY,
     render_messages,
     tool_spec,
 )
+from archer_agents.formats.tool_formats import ToolFormat, family_for
 from archer_agents.policies.protocol import Generation, Policy, SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -103,6 +114,7 @@ class ArcherChatModel(BaseChatModel):
     """Name reported in the response metadata."""
 
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _templates: dict[str, ChatTemplate] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> ArcherChatModel:
@@ -247,11 +259,12 @@ class ArcherChatModel(BaseChatModel):
         tools: Sequence[dict[str, Any]],
         tool_choice: str | None,
     ) -> _Answer:
-        observation = render_messages(messages, tools)
-        candidates, values, best = self._sample(observation)
+        observation = render_messages(messages, tools)  # what the critic reads
+        prompt, family = self._chat_prompt(messages, tools)
+        candidates, values, best = self._sample(observation, prompt)
         chosen = candidates[best]
         text, stop_sequence = _cut_at_stop(chosen.text, stop or ())
-        content, tool_calls, invalid, error = read_tool_calls(text, tools, tool_choice)
+        content, tool_calls, invalid, error = read_tool_calls(text, tools, tool_choice, family)
         metadata: dict[str, Any] = {
             "model_name": self.model_name,
             "policy_version": chosen.policy_version or str(self.policy.version),
@@ -281,13 +294,34 @@ class ArcherChatModel(BaseChatModel):
         )
         return _Answer(text, content, tool_calls, invalid, metadata, usage)
 
-    def _sample(self, observation: str) -> tuple[list[Generation], list[float] | None, int]:
-        """The candidates, their critic values (None without a critic) and the chosen index."""
+    def _chat_prompt(
+        self, messages: Sequence[BaseMessage], tools: Sequence[dict[str, Any]]
+    ) -> tuple[tuple[int, ...] | None, ToolFormat | None]:
+        """The model's own template over the conversation, and its call format (else None)."""
+        tokenizer = getattr(self.policy, "tokenizer", None)
+        if not getattr(tokenizer, "chat_template", None):
+            return None, None
+        key = json.dumps(list(tools), sort_keys=True, default=str)
+        template = self._templates.get(key)
+        if template is None:  # built once per tool set: it checks the template on a probe
+            template = self._templates[key] = ChatTemplate(tokenizer, list(tools))
+        ids = template.prompt_ids(convert_to_openai_messages(list(messages)))
+        return tuple(ids), family_for(tokenizer)
+
+    def _sample(
+        self, observation: str, prompt: tuple[int, ...] | None = None
+    ) -> tuple[list[Generation], list[float] | None, int]:
+        """The candidates, their critic values (None without a critic) and the chosen index.
+
+        ``prompt`` (chat-template ids) is what the policy conditions on when given;
+        the critic reads ``observation``.
+        """
         # A policy that does not declare itself thread-safe (``thread_safe = True``)
         # samples one call at a time: batch() and async calls run in threads.
         thread_safe = bool(getattr(self.policy, "thread_safe", False))
         with nullcontext() if thread_safe else self._lock:
-            candidates = self.policy.generate([observation] * self.num_candidates, self.sampling)
+            said = observation if prompt is None else prompt
+            candidates = self.policy.generate([said] * self.num_candidates, self.sampling)
             if len(candidates) != self.num_candidates:
                 raise RuntimeError(
                     f"the policy returned {len(candidates)} generations for "
