@@ -18,12 +18,18 @@ file, then each override.
 Mistakes raise `ConfigError` naming the key, where it came from, what is wrong
 and the fix: an unknown key with the closest valid name, an ambiguous bare key
 with the sections to choose from, a bad value with the validator's message.
+Whatever the text, nothing else is raised: a number past Python's digit limit,
+nesting too deep to read, a non-finite number (NaN or infinity: a NaN learning
+rate would poison training silently), a file that is not UTF-8 and a key set
+inside a value that is not a section are all a `ConfigError`.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import re
+import reprlib
 import sys
 import types
 import typing
@@ -53,12 +59,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; check the path")
     suffix = path.suffix.lower()
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8"
+        ) from None
     if suffix in (".yaml", ".yml"):
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as error:
-            raise ConfigError(f"{path} is not valid YAML: {error}") from None
+            raise ConfigError(f"{path} is not valid YAML: {_short(str(error))}") from None
+        except (ValueError, RecursionError) as error:  # digit limit, nesting depth
+            raise ConfigError(f"{path} cannot be read: {_unreadable(error)}") from None
         data = {} if data is None else data
     elif suffix == ".toml":
         data = _load_toml(text, path)
@@ -71,6 +84,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             f"{path} holds a {type(data).__name__} at the top; a config file must be a mapping "
             "of keys to values"
         )
+    _check_finite(data, str(path))
     return data
 
 
@@ -87,18 +101,32 @@ def _load_toml(text: str, path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+        raise ConfigError(f"{path} is not valid TOML: {_short(str(error))}") from None
+    except (ValueError, RecursionError) as error:
+        raise ConfigError(f"{path} cannot be read: {_unreadable(error)}") from None
 
 
 def parse_value(text: str) -> Any:
-    """A command-line value read as a YAML scalar (or flow list/mapping)."""
-    if _FLOAT.match(text.strip()):
-        number = float(text)
-        return int(text) if re.fullmatch(r"[+-]?\d+", text.strip()) else number
+    """A command-line value read as a YAML scalar (or flow list/mapping).
+
+    Raises `ConfigError` for a value that reads as something unusable: a number past
+    Python's digit limit or not finite, or nesting too deep to read.
+    """
     try:
-        return yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        return text
+        if _FLOAT.match(text.strip()):
+            number = float(text)
+            value: Any = int(text) if re.fullmatch(r"[+-]?\d+", text.strip()) else number
+        else:
+            try:
+                value = yaml.safe_load(text) if text.strip() else ""
+            except yaml.YAMLError:
+                return text
+    except (ValueError, RecursionError) as error:
+        raise ConfigError(
+            f"value {_short(text, 60)!r} cannot be read: {_unreadable(error)}"
+        ) from None
+    _check_finite(value, f"value {_short(text, 60)!r}")
+    return value
 
 
 def parse_override(override: str) -> tuple[str, Any]:
@@ -107,10 +135,49 @@ def parse_override(override: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(
-            f"override {override!r} is not key=value; write e.g. actor_lr=1e-4 "
+            f"override {_short(override, 80)!r} is not key=value; write e.g. actor_lr=1e-4 "
             "(dotted keys reach nested sections: trainer.iterations=5)"
         )
-    return key, parse_value(value)
+    try:
+        return key, parse_value(value)
+    except ConfigError as error:
+        raise ConfigError(f"override {_short(key, 60)}=...: {error}") from None
+
+
+def _unreadable(error: BaseException) -> str:
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    return _short(str(error), 160)
+
+
+def _check_finite(value: Any, where: str) -> None:
+    """Raise `ConfigError` if any number inside ``value`` is NaN or infinite, or if a list
+    or mapping appears twice in it (YAML anchors and aliases: a value that holds itself,
+    or one that doubles at every level and would take forever to check)."""
+    stack = [value]
+    seen: set[int] = set()
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if id(item) in seen:
+                raise ConfigError(
+                    f"{where} repeats a list or mapping (a YAML anchor and alias, &name and "
+                    "*name); write the value out in full"
+                )
+            seen.add(id(item))
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ConfigError(
+                f"{where} holds {item}, which is not a finite number; give a finite value"
+            )
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------- schema ---
@@ -198,32 +265,37 @@ def _suggestion(model: type[BaseModel], key: str) -> str:
 # -------------------------------------------------------------- applying ---
 
 
-def _flatten(data: Mapping[str, Any], model: type[BaseModel], prefix: str = "") -> list[str]:
-    """Dotted keys of a (possibly nested) mapping, descending only into sections."""
-    keys = []
+def _flatten(
+    data: Mapping[str, Any], model: type[BaseModel], prefix: str = ""
+) -> list[tuple[str, Any]]:
+    """(dotted key, value) of a (possibly nested) mapping, descending only into sections.
+
+    A file may also spell a nested key dotted at the top (``trainer.iterations: 5``).
+    """
+    items = []
     sections = _sections(model)
     for key, value in data.items():
         if not isinstance(key, str):
-            raise ConfigError(f"config keys must be strings, got {key!r}")
+            raise ConfigError(f"config keys must be strings, got {_safe_repr(key)}")
         if isinstance(value, Mapping) and key in sections:
-            keys.extend(_flatten(value, sections[key], f"{prefix}{key}."))
+            items.extend(_flatten(value, sections[key], f"{prefix}{key}."))
         else:
-            keys.append(prefix + key)
-    return keys
+            items.append((prefix + key, value))
+    return items
 
 
-def _get(data: Mapping[str, Any], dotted: str) -> Any:
-    value: Any = data
-    for part in dotted.split("."):
-        value = value[part]
-    return value
-
-
-def _set(data: dict[str, Any], path: Sequence[str], value: Any) -> None:
+def _set(data: dict[str, Any], path: Sequence[str], value: Any, source: str) -> None:
     node = data
-    for part in path[:-1]:
+    for depth, part in enumerate(path[:-1]):
         child = node.get(part)
         if not isinstance(child, dict):
+            if child is not None and not isinstance(child, Mapping):
+                section = ".".join(path[: depth + 1])
+                raise ConfigError(
+                    f"{source}: section {section!r} was given a plain value "
+                    f"({_short(repr(child), 60)}), so nothing can be set inside it; set its "
+                    f"fields one by one ({section}.<field>=<value>)"
+                )
             child = {} if child is None else dict(child)
             node[part] = child
         node = child
@@ -247,28 +319,34 @@ def load_config(
     data: dict[str, Any] = {}
     sources: dict[str, str] = {}
     if defaults:
-        for key in _flatten(defaults, config_cls):
+        for key, value in _flatten(defaults, config_cls):
             resolved = _resolve(config_cls, key, "defaults")
-            _set(data, resolved, _get(defaults, key))
+            _set(data, resolved, value, "defaults")
             sources[".".join(resolved)] = "defaults"
         for name in _sections(config_cls):
             if isinstance(defaults.get(name), Mapping):
                 data.setdefault(name, {})
     if path is not None:
         raw = read_config_file(path)
-        for key in _flatten(raw, config_cls):
+        for key, value in _flatten(raw, config_cls):
             resolved = _resolve(config_cls, key, f"{path}")
-            _set(data, resolved, _get(raw, key))
+            _set(data, resolved, value, f"{path}")
             sources[".".join(resolved)] = str(path)
     for override in overrides:
         key, value = parse_override(override)
-        resolved = _resolve(config_cls, key, f"override {override!r}")
-        _set(data, resolved, value)
-        sources[".".join(resolved)] = f"override {override!r}"
+        source = f"override {_short(override, 80)!r}"
+        resolved = _resolve(config_cls, key, source)
+        _set(data, resolved, value, source)
+        sources[".".join(resolved)] = source
     try:
         return config_cls.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_explain(error, config_cls, sources)) from None
+    except (TypeError, RecursionError) as error:  # a validator that did not expect the type
+        raise ConfigError(
+            f"invalid {config_cls.__name__} from {', '.join(sorted(set(sources.values())))}: "
+            f"{type(error).__name__}: {_short(str(error), 160)}"
+        ) from None
 
 
 def _explain(error: ValidationError, model: type[BaseModel], sources: Mapping[str, str]) -> str:
@@ -281,9 +359,20 @@ def _explain(error: ValidationError, model: type[BaseModel], sources: Mapping[st
         where = sources.get(location)
         if where is None:  # a model-level validator: name every source involved
             where = ", ".join(sorted(set(sources.values()))) or "defaults"
-        given = f" (got {item['input']!r})" if "input" in item and location else ""
+        given = (
+            f" (got {_short(_safe_repr(item['input']), 80)})"
+            if "input" in item and location
+            else ""
+        )
         problems.append(f"{location or model.__name__}{given} from {where}: {message}")
     return f"invalid {model.__name__}: " + "; ".join(problems)
+
+
+def _safe_repr(value: Any) -> str:
+    """A short repr, whatever the value's size or depth."""
+    shown = reprlib.Repr()
+    shown.maxlevel, shown.maxstring, shown.maxother = 3, 60, 60
+    return shown.repr(value)
 
 
 def dump_config(config: BaseModel, path: str | Path) -> Path:

@@ -96,6 +96,8 @@ def run_command(fn: Callable[[], T]) -> T:
         if not _is_user_facing(exc) or os.environ.get("ARCHER_DEBUG"):
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # A lone surrogate (from a JSON escape, say) cannot be printed; show it escaped.
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
         raise typer.Exit(code=2) from None
 
@@ -164,10 +166,25 @@ def parse_env_args(items: Sequence[str] | None) -> dict[str, Any]:
         if not sep or not key.strip().isidentifier():
             raise UserError(f"--env-arg takes KEY=VALUE (e.g. kb=my_kb.json), not {item!r}")
         try:
-            kwargs[key.strip()] = json.loads(value)
+            parsed = json.loads(value, parse_constant=_no_constant, parse_float=_finite_float)
         except json.JSONDecodeError:
-            kwargs[key.strip()] = value
+            parsed = value
+        except (ValueError, RecursionError) as exc:  # NaN, overflow, digit limit, depth
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise UserError(f"--env-arg {key.strip()}: {reason[:160]}") from None
+        kwargs[key.strip()] = parsed
     return kwargs
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number an environment can take; give a finite value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:40]} is not a finite number; give a finite value")
+    return value
 
 
 def env_factory(env_id: str, env_args: Sequence[str] | dict[str, Any] | None = None) -> Any:

@@ -98,16 +98,16 @@ def rollout_command(
         str,
         typer.Option(help="expert, weak, random, a model or adapter folder, or a training run."),
     ] = "expert",
-    episodes: Annotated[int, typer.Option(help="Episodes to play.")] = 100,
+    episodes: Annotated[int, typer.Option(help="Episodes to play.", min=1)] = 100,
     out: Annotated[Path, typer.Option(help="Episode log (JSONL) to append to.")] = Path(
         "episodes.jsonl"
     ),
     split: Annotated[str, typer.Option(help="Task split.")] = "train",
-    num_envs: Annotated[int, typer.Option(help="Environments played side by side.")] = 32,
+    num_envs: Annotated[int, typer.Option(help="Environments played side by side.", min=1)] = 32,
     temperature: Annotated[
         float, typer.Option(help="Sampling temperature (model policies).")
     ] = 1.0,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest utterance in tokens.")] = 32,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest utterance in tokens.", min=1)] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the first episode.")] = 0,
     env_args: EnvArgs = None,
     chat_model: Annotated[
@@ -162,16 +162,16 @@ def eval_command(
         typer.Option(help="expert, weak, random, a model folder or a training run; repeatable."),
     ],
     episodes: Annotated[
-        int, typer.Option(help="Episodes per policy (sweeping the split's tasks).")
+        int, typer.Option(help="Episodes per policy (sweeping the split's tasks).", min=1)
     ] = 200,
     split: Annotated[str, typer.Option(help="Task split.")] = "test",
-    num_envs: Annotated[int, typer.Option(help="Environments played side by side.")] = 64,
+    num_envs: Annotated[int, typer.Option(help="Environments played side by side.", min=1)] = 64,
     temperature: Annotated[
         float, typer.Option(help="Sampling temperature (model policies).")
     ] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the first episode.")] = 10_000,
     env_args: EnvArgs = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest utterance in tokens.")] = 32,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest utterance in tokens.", min=1)] = 32,
 ) -> None:
     """Evaluate policies on a split: success and return with 95% intervals over tasks."""
 

@@ -1,9 +1,11 @@
 """Production logs on the command line: `archer import-langsmith`.
 
 Turns a LangSmith run export into an episode log that offline training reads.
-Every line that could not be imported is printed with its line number; the
-command then exits with code 1 (``--strict`` stops at the first one, writing
-nothing, with code 2).
+It takes the lenient option every log-reading command takes (`LenientOption`):
+with ``--lenient`` (the default) every line that could not be imported is
+printed as file:line with the reason, the rest is written, and the command
+exits with code 1; ``--strict`` stops at the first one, naming it as
+file:line, writes nothing and exits with code 2.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from archer_agents.cli.common import UserError, console, run_command
+from archer_agents.cli.common import LenientOption, UserError, console, run_command
 
 
 def import_langsmith_command(
@@ -26,9 +28,7 @@ def import_langsmith_command(
         typer.Option(help="Feedback key whose score is the reward (needed with several keys)."),
     ] = None,
     append: Annotated[bool, typer.Option(help="Append to an existing --out log.")] = False,
-    strict: Annotated[
-        bool, typer.Option(help="Stop at the first bad line and write nothing.")
-    ] = False,
+    lenient: LenientOption = True,
 ) -> None:
     """Import a LangSmith run export as episodes (one per trace, one transition per LLM call)."""
 
@@ -42,15 +42,16 @@ def import_langsmith_command(
             episodes, report = import_langsmith(export, env_id=env_id, reward_key=reward_key)
         except ValueError as exc:
             raise UserError(str(exc)) from None
+        if not lenient and report.bad_lines:
+            first = report.bad_lines[0]
+            raise UserError(
+                f"{export}:{first.line}: {first.reason} ({len(report.bad_lines)} bad line(s); "
+                "--strict writes nothing, --lenient skips them)"
+            )
         for bad in report.bad_lines:
             console.print(f"[bold red]bad line[/] {export}:{bad.line}: {bad.reason}")
         for note in report.notes:
             console.print(f"[yellow]note[/] {export}: {note}")
-        if strict and report.bad_lines:
-            raise UserError(
-                f"{len(report.bad_lines)} bad line(s) in {export} and --strict given; "
-                "nothing written"
-            )
         with EpisodeWriter(out) as writer:
             writer.write_all(episodes)
         table = Table(title=f"{export} -> {out}")
