@@ -299,7 +299,7 @@ class ArcherChatModel(BaseChatModel):
     ) -> tuple[tuple[int, ...] | None, ToolFormat | None]:
         """The model's own template over the conversation, and its call format (else None)."""
         tokenizer = getattr(self.policy, "tokenizer", None)
-        if not getattr(tokenizer, "chat_template", None):
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             return None, None
         key = json.dumps(list(tools), sort_keys=True, default=str)
         template = self._templates.get(key)
