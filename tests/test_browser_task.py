@@ -250,3 +250,49 @@ def test_the_next_episode_sees_nothing_of_the_last(make_env, tmp_path) -> None:
         env.step(f'goto("{other.origin}/x.html")')
         env.reset()
         assert env.browser.run_in_page(id) != first_page
+
+
+CLICK_PAGE = """<!doctype html><html><body>
+<button id="under" onclick="document.title = 'under clicked'">Under</button>
+<div id="veil" style="position: fixed; left: 0; top: 0; width: 600px; height: 120px;
+     background: white">Veil <button onclick="veil.style.display = 'none'">Close</button></div>
+<div style="margin-top: 200px">
+<button disabled onclick="document.title = 'off clicked'">Off</button>
+<label><input type="checkbox" id="box"> Tick me</label>
+<div style="height: 3000px"></div>
+<button onclick="document.title = 'far clicked'">Far</button>
+</div></body></html>"""
+
+
+@browser
+def test_a_click_lands_where_a_user_s_would_or_says_why_not(make_env, tmp_path) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text(CLICK_PAGE)
+    task = _write(
+        tmp_path,
+        "click.yaml",
+        "instruction: x\nsite: site\nstart_url: /index.html\n"
+        "success: {text_present: never}\nmax_steps: 20\n",
+    )
+    env = make_env(task)
+    env.reset()
+
+    def click(role: str, name: str) -> tuple[str, dict]:
+        element = env.snapshot.find(role, name)[0].element_id
+        obs, *_, info = env.step(f'click("{element}")')
+        return obs.splitlines()[-1], info
+
+    title = lambda: env.browser.evaluate("() => document.title")  # noqa: E731
+    last, info = click("button", "Under")
+    covering = {e.element_id for e in env.snapshot.elements if e.name in ("Veil", "Close")}
+    assert info["invalid_action"] and title() == ""
+    assert any(f"is covered by [{i}]" in last for i in covering), last  # ids the model can see
+    last, info = click("button", "Off")
+    assert "is disabled" in last and title() == ""
+    click("label", "Tick me")  # a label's click goes to its checkbox
+    assert env.snapshot.find("checkbox")[0].checked
+    last, info = click("button", "Far")  # far below the fold: scrolled to, then clicked
+    assert not info["invalid_action"] and title() == "far clicked"
+    click("button", "Close")
+    last, info = click("button", "Under")
+    assert not info["invalid_action"] and title() == "under clicked"

@@ -124,6 +124,30 @@ SNAPSHOT_JS = r"""
 """
 
 
+_CLICK_POINT_JS = r"""
+(selector) => {
+  const el = document.querySelector(selector);
+  if (!el) return {missing: true};
+  el.scrollIntoView({block: 'nearest', inline: 'nearest'});
+  const r = el.getBoundingClientRect();
+  if (r.width === 0 || r.height === 0 || getComputedStyle(el).visibility === 'hidden') {
+    return {error: 'is not visible'};
+  }
+  if (el.disabled) return {error: 'is disabled'};
+  const x = r.left + r.width / 2, y = r.top + r.height / 2;
+  const hit = document.elementFromPoint(x, y);
+  if (hit && hit !== el && !el.contains(hit) && !(hit.control === el) &&
+      !(el.labels && Array.from(el.labels).some((l) => l.contains(hit)))) {
+    const id = hit.getAttribute('data-archer-id');
+    const tag = '<' + hit.tagName.toLowerCase() + (hit.id ? '#' + hit.id : '') + '>';
+    return {error: `is covered by ${id ? '[' + id + ']' : tag}; a click there would hit that`};
+  }
+  return {x, y};
+}
+"""
+"""Where a click on an element lands, or why it cannot (run in the page)."""
+
+
 @dataclass(frozen=True)
 class Element:
     """One listed element of a snapshot; ``element_id`` is what actions take."""
@@ -327,7 +351,7 @@ class BrowserSession(ConfinedChromium):
         timeout = self.element_timeout_s * 1000
         kind = action.kind
         if kind == "click":
-            self._locator(action.element_id).click(timeout=timeout)
+            self._click(action.element_id)
         elif kind == "fill":
             self._locator(action.element_id).fill(action.text, timeout=timeout)
         elif kind == "select_option":
@@ -358,6 +382,28 @@ class BrowserSession(ConfinedChromium):
             text = " ".join(text.split())
             return text[:MAX_TEXT_CHARS]
         return ""
+
+    def _click(self, element_id: str) -> None:
+        """A real mouse click at the element's centre, after one check in the page.
+
+        Playwright's own checks wait for the element to be stable over two animation
+        frames (tens of milliseconds a click); the model acts on a snapshot of a page
+        at rest, so one script checks instead that the element exists, has a box, is
+        enabled and is what the mouse would hit there, and tells the model why not;
+        then the mouse clicks there, as a user's would.
+        """
+        if not _ID.fullmatch(element_id):
+            raise PageActionError(f"Error: {element_id!r} is not an element id (ids are numbers).")
+        where = self._page.evaluate(_CLICK_POINT_JS, f'[{ID_ATTRIBUTE}="{element_id}"]')
+        if "missing" in where:
+            raise PageActionError(f"Error: there is no element [{element_id}] on the page.")
+        if "error" in where:
+            raise PageActionError(f"Error: element [{element_id}] {where['error']}.")
+        # forced: the checks above stand for Playwright's; it still waits for a navigation
+        # the click starts, so the snapshot after it is of the page the click led to
+        self._page.locator(f'[{ID_ATTRIBUTE}="{element_id}"]').click(
+            force=True, timeout=self.element_timeout_s * 1000
+        )
 
     def _can_go_back(self) -> bool:
         """Whether the previous history entry exists and is on an allowed origin (the
