@@ -1,0 +1,105 @@
+"""Tests written for mutants that survived `make mutation` (benchmarks/results/mutation.md).
+
+Each test pins a behaviour no earlier test checked, and fails for the mutant
+named in its docstring:
+
+- the local server's `Batcher` waits its window for a request that arrives
+  after the first one and samples both in one call (a window of zero, or a call
+  counter that does not start at zero, passed every server test);
+- ArCHer's actor batch from the newest rollout holds about ``actor_batch_size``
+  turns (counting only the last episode drawn took the whole rollout);
+- a good checkpoint loads with `load_checkpoint`'s defaults (every earlier test
+  loaded through `load_latest` or refused a bad folder), and a checkpoint
+  problem is shortened only when it is long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from archer_agents.data.schema import Episode, Transition
+from archer_agents.policies.local_policy import LocalPolicy
+from archer_agents.policies.protocol import SamplingParams
+from archer_agents.serving.model_engine import Batcher, ModelEngine
+from archer_agents.training.algorithms.archer import Archer, ArcherConfig
+from archer_agents.training.checkpoint import _one_line, load_checkpoint, save_checkpoint
+
+
+def test_the_batcher_waits_its_window_and_samples_a_later_request_with_the_first(
+    tiny_policy: LocalPolicy,
+) -> None:
+    """Kills ``deadline = loop.time() - self.wait_s`` (no window: two calls) and
+    ``self.batches = 1`` (the count starts at one). No timing is asserted: the second
+    request is queued while the batcher is known to be waiting (the window is 60 s, and
+    two rows fill the batch, so it closes as soon as the second arrives)."""
+    engine = ModelEngine(tiny_policy, seed=0)
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=2)
+    prompt = tiny_policy.prompt_ids("Questions:\n")
+
+    async def scenario() -> tuple[int, int, list[int]]:
+        with ThreadPoolExecutor(1) as executor:
+            batcher = Batcher(engine, executor, max_rows=2, wait_s=60.0)
+            runner = asyncio.create_task(batcher.run())
+
+            def submit() -> asyncio.Task:
+                return asyncio.create_task(
+                    batcher.submit([prompt], sampling, adapter=None, seed=None, top_logprobs=0)
+                )
+
+            first = submit()
+            for _ in range(50):  # let every ready task run: the batcher takes the first job
+                await asyncio.sleep(0)
+            assert batcher.queue.empty() and not first.done() and batcher.gathered == 0
+            second = submit()
+            rows = await asyncio.gather(first, second)
+            runner.cancel()
+            return batcher.batches, batcher.gathered, [len(r) for r in rows]
+
+    batches, gathered, rows = asyncio.run(scenario())
+    assert (batches, gathered, rows) == (1, 2, [1, 1])
+
+
+def test_an_actor_batch_from_the_newest_rollout_holds_about_actor_batch_size_turns(
+    tiny_policy: LocalPolicy,
+) -> None:
+    """Kills ``count = len(drawn[-1])`` in `Archer._latest_batch` (every batch the whole
+    rollout): with 2-turn episodes and actor_batch_size=4, a batch is two episodes."""
+    config = ArcherConfig(actor_states="latest", actor_batch_size=4, max_new_tokens=3)
+    archer = Archer(config, tiny_policy)
+
+    def turn(k: int, last: bool) -> Transition:
+        return Transition(
+            observation=f"Questions:\nQ{k}",
+            action=" Is it?",
+            reward=0.0,
+            next_observation=f"Questions:\nQ{k} Is it?",
+            terminated=last,
+        )
+
+    episodes = [
+        Episode(episode_id=str(k), env_id="x", transitions=[turn(k, False), turn(k, True)])
+        for k in range(10)
+    ]
+    archer.observe(episodes)
+    sizes = [len(archer._latest_batch()[0]) for _ in range(5)]
+    assert sizes == [4] * 5  # 5 batches of 2 episodes: one pass over the 10
+
+
+def test_a_good_checkpoint_loads_with_the_defaults_and_long_problems_are_shortened(
+    tmp_path: Path,
+) -> None:
+    """Kills the `load_checkpoint` mutants (another default ``map_location``, the folder
+    not passed on) and the `_one_line` ones (short text shortened too)."""
+    state = {"w": torch.arange(4.0), "step": 3}
+    folder = save_checkpoint(tmp_path / "ckpt", state, step=3)
+    loaded = load_checkpoint(folder)
+    assert loaded.step == 3 and loaded.path == folder
+    assert torch.equal(loaded.state["w"], state["w"]) and loaded.state["step"] == 3
+    assert _one_line("a\n  short   problem") == "a short problem"
+    long = "x" * 300
+    assert _one_line(long) == "x" * 197 + "..." and len(_one_line(long)) == 200
+    assert _one_line("y" * 200) == "y" * 200
