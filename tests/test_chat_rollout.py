@@ -170,3 +170,32 @@ def test_every_environment_tells_its_episode_as_chat_messages() -> None:
     rules, question, answer = game.chat_messages()
     assert "a city" in rules["content"] and question["content"] == "Is it in Europe?"
     assert answer["role"] == "user" and answer["content"] in ("Yes.", "No.")
+
+
+class _Uncached:
+    """The same policy seen only through ``generate`` (as a server policy is)."""
+
+    def __init__(self, policy: LocalPolicy) -> None:
+        self.policy = policy
+        self.tokenizer = policy.tokenizer
+        self.version = policy.version
+
+    def generate(self, prompts, sampling=None):
+        return self.policy.generate(prompts, sampling)
+
+
+def test_kept_prompt_caches_sample_what_whole_prompts_sample(qwen2_chat_dir: Path) -> None:
+    policy = LocalPolicy.from_pretrained(qwen2_chat_dir, seed=0)
+    greedy = SamplingParams(max_new_tokens=10, temperature=0.0)
+    runs = []
+    for sampler in (policy, _Uncached(policy)):
+        actor = ChatPolicyActor(sampler, greedy)
+        runs.append(collect(lambda: odd_env("hermes"), actor, 3, num_envs=2, seed=0).episodes)
+    cached, whole = runs
+    assert [len(e.transitions) for e in cached] == [len(e.transitions) for e in whole]
+    for a, b in zip(cached, whole, strict=True):
+        for x, y in zip(a.transitions, b.transitions, strict=True):
+            assert x.prompt_token_ids == y.prompt_token_ids
+            assert x.action_token_ids == y.action_token_ids
+            gaps = zip(x.action_logprobs, y.action_logprobs, strict=True)
+            assert max(abs(p - q) for p, q in gaps) < 1e-4

@@ -33,6 +33,8 @@ from archer_agents.environments.tool_env import ToolCallingEnv
 from archer_agents.formats import tool_formats
 from archer_agents.formats.conversation import ChatTemplate, Conversation
 from archer_agents.formats.tool_calls import bind_positional
+from archer_agents.policies.decoding import PromptCache
+from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.policies.protocol import Generation, Policy, SamplingParams
 from archer_agents.training.cached_rollout import CachedPolicyActor
 from archer_agents.training.rollout import PolicyActor
@@ -145,6 +147,9 @@ class _ChatActor:
 class ChatPolicyActor(_ChatActor):
     """Samples from a policy with a chat template, one batched call per turn.
 
+    A `LocalPolicy` keeps each slot's prompt cache between turns (the next prompt
+    extends the last one token for token), so a turn computes only its new ids.
+
     Args:
         policy: a `LocalPolicy`, or a `ServerPolicy` (the prompt ids are sent as they
             are); its tokenizer's chat template renders the conversation.
@@ -162,9 +167,22 @@ class ChatPolicyActor(_ChatActor):
         super().__init__(getattr(policy, "tokenizer", None), chat_template)
         self.policy = policy
         self.sampling = sampling or SamplingParams()
+        self._caches: dict[int, PromptCache] = {}
+
+    def begin(self, slot: int, env: TextEnv, observation: str, info: dict[str, Any]) -> None:
+        super().begin(slot, env, observation, info)
+        self._caches.pop(slot, None)
 
     def act(self, slots: Sequence[int], observations: Sequence[str]) -> list[Generation]:
-        generations = self.policy.generate(self._prompts(slots), self.sampling)
+        prompts = self._prompts(slots)
+        if isinstance(self.policy, LocalPolicy):
+            # Turn t + 1's prompt extends turn t's, so each slot's keys and values are
+            # kept and only the sampled reply and what came back are computed.
+            caches = [self._caches.get(slot) for slot in slots]
+            generations, fresh = self.policy.generate_cached(prompts, caches, self.sampling)
+            self._caches.update(zip(slots, fresh, strict=True))
+        else:
+            generations = self.policy.generate(prompts, self.sampling)
         self._remember(slots, generations)
         return generations
 
