@@ -55,7 +55,6 @@ def main() -> int:
     from archer_agents.policies.server_policy import ServerPolicy
     from archer_agents.serving.vllm_server import VLLMServer, VLLMSettings
     from archer_agents.training.algorithms.archer import Archer
-    from archer_agents.training.algorithms.archer_config import ArcherConfig
     from archer_agents.training.algorithms.bc import BCConfig, behaviour_clone
     from archer_agents.training.chat_rollout import ChatScriptedActor, chat_env_factory
     from archer_agents.training.rollout import collect
@@ -93,21 +92,7 @@ def main() -> int:
         summary["vllm_start_s"] = round(vllm.startup_seconds or 0.0, 1)
         summary["tool_call_parser"] = vllm.command()[vllm.command().index("--tool-call-parser") + 1]
 
-        archer = Archer(
-            ArcherConfig(
-                actor_lr=1e-4,
-                actor_steps=1,
-                actor_batch_size=32,
-                micro_batch_size=32,
-                actor_states="latest",
-                critic_lr=1e-3,
-                critic_steps=10,
-                critic_batch_size=64,
-                warmup_iterations=1,
-                max_new_tokens=40,
-            ),
-            policy,
-        )
+        archer = Archer(bench.archer_config(40, batch=32, warmup=1), policy)
         served = ServedAlgorithm.connect(archer, vllm.url, work / "registry", keep=1)
         iterations: list[dict[str, float]] = []
         trainer = Trainer(
