@@ -17,6 +17,7 @@ reported, never asserted.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections import defaultdict
 
@@ -132,12 +133,14 @@ def main() -> None:
         print("| " + " | ".join(row.values()) + " |")
     print(f"\ntext backend: {text_steps / text_seconds:,.0f} steps/s over {text_steps} steps")
     if args.browser_goals > 0:
+        load = os.getloadavg()[0]
         steps, seconds, resets, successes, matches = browser_speed(args.catalog, args.browser_goals)
         print(
             f"browser backend: {steps / seconds:.2f} steps/s over {steps} steps "
             f"({args.browser_goals} expert episodes; {resets / args.browser_goals:.2f} s per "
             f"reset); expert success {successes}/{args.browser_goals}, same reward as the "
-            f"text backend in {matches}/{args.browser_goals}"
+            f"text backend in {matches}/{args.browser_goals} (load average {load:.1f} at the "
+            f"start, {os.cpu_count()} CPUs)"
         )
 
 
