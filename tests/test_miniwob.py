@@ -130,6 +130,25 @@ def test_confinement(env):
     assert env.browser.run_in_page(fetch_away) == "blocked"
     assert env.blocked_requests == 3
     assert "127.0.0.2" in " ".join(env.browser.blocked_urls)
+    xhr_and_image = """() => Promise.all([
+        new Promise((resolve) => {
+            const request = new XMLHttpRequest();
+            request.open('GET', 'http://127.0.0.2:9/xhr');
+            request.onload = () => resolve('reached');
+            request.onerror = () => resolve('blocked');
+            request.send();
+        }),
+        new Promise((resolve) => {
+            const img = new Image();
+            img.onload = () => resolve('reached');
+            img.onerror = () => resolve('blocked');
+            img.src = 'http://127.0.0.2:9/pixel.png';
+        }),
+    ])"""
+    assert env.browser.evaluate(xhr_and_image) == ["blocked", "blocked"]
+    assert env.blocked_requests == 5
+    blocked = env.browser.blocked_urls
+    assert "http://127.0.0.2:9/xhr" in blocked and "http://127.0.0.2:9/pixel.png" in blocked
     # the page's own navigation to a file: URL does not leave the origin
     env.browser.run_in_page(
         lambda page: page.evaluate("() => { location.href = 'file:///etc/passwd'; }")

@@ -125,6 +125,8 @@ class ConfinedChromium:
         self._document_origins: set[str] = set()
         """Origins this episode loaded documents from (a page of each may have stored data)."""
         self._chunk_open = False
+        self._cdp: Any = None
+        self._cdp_page: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
@@ -310,11 +312,14 @@ class ConfinedChromium:
     def forget_history(self) -> None:
         """(On the Playwright thread) drop the page's history before its current entry, so
         that going back cannot reach an earlier episode."""
-        cdp = self._page.context.new_cdp_session(self._page)
-        try:
-            cdp.send("Page.resetNavigationHistory")
-        finally:
-            cdp.detach()
+        self.cdp().send("Page.resetNavigationHistory")
+
+    def cdp(self) -> Any:
+        """(On the Playwright thread) a CDP session to this episode's page, kept with it."""
+        if self._cdp is None or self._cdp_page is not self._page:
+            self._cdp = self._page.context.new_cdp_session(self._page)
+            self._cdp_page = self._page
+        return self._cdp
 
     def close_episode(self) -> None:
         if self._context is None or not self.running:

@@ -408,11 +408,7 @@ class BrowserSession(ConfinedChromium):
     def _can_go_back(self) -> bool:
         """Whether the previous history entry exists and is on an allowed origin (the
         context's first entry is about:blank, which is not)."""
-        cdp = self._page.context.new_cdp_session(self._page)
-        try:
-            history = cdp.send("Page.getNavigationHistory")
-        finally:
-            cdp.detach()
+        history = self.cdp().send("Page.getNavigationHistory")
         index = int(history["currentIndex"])
         return index > 0 and self.allows(str(history["entries"][index - 1]["url"]))
 
