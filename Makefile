@@ -12,7 +12,7 @@ endif
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.archer-installed
 
-.PHONY: install system-deps vllm-env demo test lint typecheck contracts docs
+.PHONY: install system-deps vllm-env demo test lint typecheck contracts docs mutation
 
 # Debian and Ubuntu ship venv's pip bootstrap separately (python3-venv); as root it is
 # installed on the spot, otherwise the message says what to run.
@@ -80,6 +80,12 @@ typecheck: install
 	@for f in archer_agents/*; do ln -s "$(CURDIR)/$$f" $(TYPECHECK_TREE)/archer_agents/; done
 	@for d in tools environments training; do ln -s "$(CURDIR)/$$d" $(TYPECHECK_TREE)/archer_agents/$$d; done
 	cd $(TYPECHECK_TREE) && "$(abspath $(PY))" -m mypy --config-file "$(CURDIR)/pyproject.toml" -p archer_agents
+
+# Mutation testing (mutmut) of the losses, the ArCHer algorithm, the server's batching and
+# checkpoints, on demand only (hours on two cores; not part of `make test`). It runs on a
+# copy laid out as the package installs (.make/mutation) and prints the score per module.
+mutation: install
+	HF_HUB_OFFLINE=1 $(PY) scripts/mutation.py $(MUTATION_ARGS)
 
 test: install system-deps vllm-env lint contracts typecheck docs
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
