@@ -10,7 +10,9 @@ named in its docstring:
   turns (counting only the last episode drawn took the whole rollout);
 - a good checkpoint loads with `load_checkpoint`'s defaults (every earlier test
   loaded through `load_latest` or refused a bad folder), and a checkpoint
-  problem is shortened only when it is long.
+  problem is shortened only when it is long;
+- `critic_loss` and `advantage` refuse an input whose batch differs (a one-row
+  tensor would broadcast silently), naming it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import torch
 
 from archer_agents.data.schema import Episode, Transition
@@ -27,6 +30,7 @@ from archer_agents.policies.protocol import SamplingParams
 from archer_agents.serving.model_engine import Batcher, ModelEngine
 from archer_agents.training.algorithms.archer import Archer, ArcherConfig
 from archer_agents.training.checkpoint import _one_line, load_checkpoint, save_checkpoint
+from archer_agents.training.losses import advantage, critic_loss
 
 
 def test_the_batcher_waits_its_window_and_samples_a_later_request_with_the_first(
@@ -103,3 +107,39 @@ def test_a_good_checkpoint_loads_with_the_defaults_and_long_problems_are_shorten
     long = "x" * 300
     assert _one_line(long) == "x" * 197 + "..." and len(_one_line(long)) == 200
     assert _one_line("y" * 200) == "y" * 200
+
+
+CRITIC_INPUTS = ["q_pred", "v_pred", "rewards", "dones", "target_v_next", "target_q_pi"]
+
+
+@pytest.mark.parametrize("wrong", CRITIC_INPUTS)
+def test_critic_loss_names_an_input_whose_batch_is_one_row(wrong: str) -> None:
+    """Kills the shape-check mutants of `critic_loss` (a check skipped, or its name lost).
+    A one-row tensor is the dangerous case: torch would broadcast it over the batch."""
+    inputs = {
+        "q_pred": torch.zeros(3, 2),
+        "v_pred": torch.zeros(3, 2),
+        "rewards": torch.zeros(3),
+        "dones": torch.zeros(3),
+        "target_v_next": torch.zeros(3, 2),
+        "target_q_pi": torch.zeros(3, 2),
+    }
+    inputs[wrong] = inputs[wrong][:1]
+    named = "v_pred" if wrong == "q_pred" else wrong  # q_pred sets the batch: v_pred differs
+    with pytest.raises(ValueError, match=rf"^{named} "):
+        critic_loss(**inputs, gamma=0.9)
+
+
+@pytest.mark.parametrize("wrong", ["q_pi", "v"])
+def test_advantage_names_an_input_whose_batch_is_one_row(wrong: str) -> None:
+    """Kills the shape-check mutants of `advantage` (``check_pair("v", v, None)`` and the
+    like). ``min(dim=+1)`` for ``min(dim=-1)`` is equivalent: both tensors are (B, 2)."""
+    inputs = {"q_pi": torch.zeros(3, 2), "v": torch.zeros(3, 2)}
+    inputs[wrong] = inputs[wrong][:1]
+    if wrong == "q_pi":  # the first input sets the batch: the other is then the mismatch
+        inputs["v"], inputs["q_pi"] = inputs["q_pi"], inputs["v"]
+        wrong = "v"
+    with pytest.raises(ValueError, match=rf"^{wrong} "):
+        advantage(**inputs)
+    assert torch.equal(advantage(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.5, 3.0]])),
+                       torch.tensor([0.5]))  # fmt: skip
