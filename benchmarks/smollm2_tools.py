@@ -168,8 +168,8 @@ def archer_config(max_new_tokens: int, *, batch: int, warmup: int) -> ArcherConf
         micro_batch_size=batch,
         actor_states="latest",
         critic_lr=1e-3,
-        critic_steps=10,
-        critic_batch_size=64,
+        critic_steps=2,  # each step samples a fresh reply at every state of its batch
+        critic_batch_size=32,
         warmup_iterations=warmup,
         max_new_tokens=max_new_tokens,
         encoder="hashing",
