@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from archer_agents.environments.browser_task.taskfile import SolutionStep
 from archer_agents.tools.browser.session import PageSnapshot
 
@@ -62,30 +60,3 @@ class ExpertAgent:
         step = steps[self._next]
         self._next += 1
         return step_action(step, self.env.snapshot)
-
-
-class RandomAgent:
-    """Random actions on the listed elements: click (mostly), fill, select, press Enter."""
-
-    WORDS = ("hello", "submit", "yes", "test", "abc")
-
-    def __init__(self, env: BrowserTaskEnv, seed: int | None) -> None:
-        self.env = env
-        self.rng = np.random.default_rng(seed)
-
-    def reset(self, observation: str, info: dict[str, Any]) -> None:
-        pass
-
-    def act(self, observation: str) -> str:
-        snapshot = self.env.snapshot
-        elements = list(snapshot.elements) if snapshot is not None else []
-        if not elements or self.rng.random() < 0.05:
-            return 'press("Enter")'
-        element = elements[int(self.rng.integers(len(elements)))]
-        if element.role == "textbox" and self.rng.random() < 0.7:
-            word = self.WORDS[int(self.rng.integers(len(self.WORDS)))]
-            return f"fill({element.element_id!r}, {word!r})"
-        if element.role == "combobox" and element.options:
-            option = element.options[int(self.rng.integers(len(element.options)))]
-            return f"select_option({element.element_id!r}, {option!r})"
-        return f"click({element.element_id!r})"

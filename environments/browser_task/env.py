@@ -33,7 +33,8 @@ from langchain_core.tools import BaseTool
 from pydantic import ValidationError
 
 from archer_agents.environments.base import ScriptedAgent, TextEnv, to_ascii
-from archer_agents.environments.browser_task.agents import ExpertAgent, RandomAgent
+from archer_agents.environments.browser_random import RandomBrowserAgent
+from archer_agents.environments.browser_task.agents import ExpertAgent
 from archer_agents.environments.browser_task.taskfile import BrowserTask, SuccessCheck, read_task
 from archer_agents.environments.tool_env import bind_arguments
 from archer_agents.formats.prompts import tool_spec
@@ -304,7 +305,7 @@ class BrowserTaskEnv(TextEnv):
         self._check_kind(kind)
         if kind == "expert":
             return ExpertAgent(self)
-        return RandomAgent(self, seed)
+        return RandomBrowserAgent(self, seed)
 
 
 def _schema_tools() -> list[BaseTool]:

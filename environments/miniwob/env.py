@@ -30,9 +30,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from archer_agents.environments.base import ScriptedAgent, TextEnv, to_ascii
+from archer_agents.environments.browser_random import RandomBrowserAgent
 from archer_agents.environments.miniwob.tasks import SOLVERS, TASKS, TEST_SEEDS, TRAIN_SEEDS
 from archer_agents.formats.tool_calls import ActionParseError, bind_positional, parse_tool_call
 from archer_agents.tools.browser.chromium import find_chromium, require_playwright
@@ -303,7 +302,7 @@ class MiniWoBEnv(TextEnv):
         self._check_kind(kind)
         if kind == "expert":
             return ExpertAgent(self)
-        return RandomAgent(self, seed)
+        return RandomBrowserAgent(self, seed)
 
 
 class ExpertAgent:
@@ -320,30 +319,3 @@ class ExpertAgent:
 
     def act(self, observation: str) -> str:
         return self._plan.pop(0) if self._plan else 'press("Enter")'
-
-
-class RandomAgent:
-    """Random actions on the listed elements: click (mostly), fill, select, press Enter."""
-
-    WORDS = ("hello", "submit", "yes", "test", "abc")
-
-    def __init__(self, env: MiniWoBEnv, seed: int | None) -> None:
-        self.env = env
-        self.rng = np.random.default_rng(seed)
-
-    def reset(self, observation: str, info: dict[str, Any]) -> None:
-        pass
-
-    def act(self, observation: str) -> str:
-        snapshot = self.env.snapshot
-        elements = list(snapshot.elements) if snapshot is not None else []
-        if not elements or self.rng.random() < 0.05:
-            return 'press("Enter")'
-        element = elements[int(self.rng.integers(len(elements)))]
-        if element.role == "textbox" and self.rng.random() < 0.7:
-            word = self.WORDS[int(self.rng.integers(len(self.WORDS)))]
-            return f"fill({element.element_id!r}, {word!r})"
-        if element.role == "combobox" and element.options:
-            option = element.options[int(self.rng.integers(len(element.options)))]
-            return f"select_option({element.element_id!r}, {option!r})"
-        return f'click("{element.element_id}")'
