@@ -32,12 +32,12 @@ from archer_agents.environments.base import TextEnv
 from archer_agents.environments.tool_env import ToolCallingEnv
 from archer_agents.formats import tool_formats
 from archer_agents.formats.conversation import ChatTemplate, Conversation
-from archer_agents.formats.tool_calls import bind_positional
+from archer_agents.formats.tool_calls import ToolCall, bind_positional
 from archer_agents.policies.decoding import PromptCache
 from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.policies.protocol import Generation, Policy, SamplingParams
 from archer_agents.training.cached_rollout import CachedPolicyActor
-from archer_agents.training.rollout import PolicyActor
+from archer_agents.training.rollout import PolicyActor, ScriptedActor
 
 logger = logging.getLogger(__name__)
 
@@ -208,22 +208,19 @@ class ChatScriptedActor(_ChatActor):
         super().__init__(tokenizer, chat_template)
         self.kind = kind
         self.seed = seed
-        self._agents: dict[int, Any] = {}
+        self._scripted = ScriptedActor(kind, seed=seed)  # the agents, one per slot
 
     def begin(self, slot: int, env: TextEnv, observation: str, info: dict[str, Any]) -> None:
         super().begin(slot, env, observation, info)
-        agent = self._agents.get(slot)
-        if agent is None:
-            agent = env.make_scripted_agent(self.kind, seed=self.seed + slot)
-            self._agents[slot] = agent
-        agent.reset(observation, info)
+        self._scripted.begin(slot, env, observation, info)
 
     def act(self, slots: Sequence[int], observations: Sequence[str]) -> list[Generation]:
         prompts = self._prompts(slots)
+        said = self._scripted.act(slots, observations)
         generations = []
-        for slot, observation, prompt in zip(slots, observations, prompts, strict=True):
+        for slot, utterance, prompt in zip(slots, said, prompts, strict=True):
             episode = self._episodes[slot]
-            text = in_env_format(episode.env, self._agents[slot].act(observation))
+            text = in_env_format(episode.env, utterance.text)
             ids = episode.conversation.template.reply_ids(text)
             generations.append(
                 Generation(text=text, token_ids=ids, logprobs=[], prompt_token_ids=list(prompt))
@@ -251,7 +248,7 @@ def in_env_format(env: TextEnv, utterance: str) -> str:
     calls = []
     for call in reply.calls:
         arguments = bind_positional(call, parameters.get(call.name, []))
-        calls.append(type(call)(call.name, arguments))
+        calls.append(ToolCall(call.name, arguments))
     return family.render(calls)
 
 

@@ -38,6 +38,7 @@ What the project needs from it, and why each setting:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -197,8 +198,6 @@ def _chat_template_text(directory: Path) -> str | None:
         return template_file.read_text()
     config = directory / "tokenizer_config.json"
     if config.is_file():
-        import json
-
         template = json.loads(config.read_text()).get("chat_template")
         if isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
             return "\n".join(str(t.get("template", "")) for t in template)
