@@ -54,6 +54,10 @@ MINIWOB_TASKS: tuple[str, ...] = (
 )
 
 
+MINIWOB_SUITE_ID = f"{NAMESPACE}/miniwob.suite-v0"
+"""Several MiniWoB++ tasks in one environment (``tasks=[...]``; task ids ``task:seed``)."""
+MINIWOB_SUITE_ENTRY_POINT = "archer_agents.environments.miniwob.suite:MiniWoBSuiteEnv"
+
 BROWSER_TASK_ID = f"{NAMESPACE}/BrowserTask-v0"
 """A browser task file in Chromium (``task=PATH``); the command line takes the path itself."""
 BROWSER_TASK_ENTRY_POINT = "archer_agents.environments.browser_task.env:BrowserTaskEnv"
@@ -67,6 +71,10 @@ def register_all() -> None:
     if BROWSER_TASK_ID not in gym.registry:
         gym.register(
             id=BROWSER_TASK_ID, entry_point=BROWSER_TASK_ENTRY_POINT, disable_env_checker=True
+        )
+    if MINIWOB_SUITE_ID not in gym.registry:
+        gym.register(
+            id=MINIWOB_SUITE_ID, entry_point=MINIWOB_SUITE_ENTRY_POINT, disable_env_checker=True
         )
     for env_id, task in zip(miniwob_ids(), MINIWOB_TASKS, strict=True):
         if env_id not in gym.registry:
