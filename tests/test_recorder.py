@@ -88,6 +88,7 @@ def test_a_create_agent_run_becomes_one_episode_of_utterance_transitions(tmp_pat
     assert recorder.waiting == [str(run_id)] and read(log) == []
 
     assert recorder.feedback(run_id, 1.0, success=True) == str(run_id)
+    recorder.drain()  # the writer thread writes it; drain waits for that
     (episode,) = read(log)
     assert episode.episode_id == str(run_id)
     assert (episode.env_id, episode.source) == ("20q-agent", "langchain")
@@ -129,6 +130,7 @@ def test_feedback_by_a_model_call_id_and_episodes_without_reward_are_kept_and_ma
     # Late feedback, keyed by one of the episode's model calls, writes a second revision.
     call_id = unrewarded[1].transitions[0].info["run_id"]
     assert recorder.feedback(call_id, 0.5) == second_id
+    assert recorder.drain() == 1
     lines = read(log)
     assert len(lines) == 3 and lines[-1].metadata["revision"] == 2
     latest = {e.episode_id: e for e in latest_revisions(lines)}
@@ -156,6 +158,7 @@ def test_feedback_during_the_run_is_applied_when_it_ends(tmp_path: Path) -> None
         AIMessage("Done."),
     ]
     play(game_agent(messages, tools=[finish]), recorder, run_id)
+    recorder.drain()
     (episode,) = read(log)
     assert episode.total_reward == 2.0 and recorder.waiting == []
 
@@ -207,6 +210,7 @@ def test_a_failed_write_never_reaches_the_agent_and_flush_retries(
     recorder = EpisodeRecorder(log, wait_for_feedback=False)
     with caplog.at_level(logging.ERROR, logger="archer_agents.langchain.recorder"):
         result = play(game_agent(), recorder)
+        assert recorder.drain() == 0  # the writer tried, and kept it
     assert result["messages"][-1].content == "A penguin."
     assert "could not write episode" in caplog.text
     (kept,) = recorder.unwritten
@@ -247,6 +251,7 @@ def test_only_the_oldest_waiting_episodes_are_written_early(tmp_path: Path) -> N
     play(game_agent(), recorder)
     first = recorder.last_episode_id
     play(game_agent(), recorder)
+    recorder.drain()  # the waiting episode stays waiting
     (written,) = read(log)
     assert written.episode_id == first and written.total_reward is None
     assert recorder.waiting == [recorder.last_episode_id]

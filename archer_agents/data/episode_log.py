@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,10 @@ class EpisodeWriter:
     written through a raw descriptor: nothing is buffered for `close` to retry (and
     fail on) later, and a descriptor that was closed and reused underneath is noticed
     (another file's identity) instead of written into, and never closed by `close`.
+
+    The path may also name a FIFO (another process reads the episodes as they come):
+    writes then block while the reader lags, and ``fsync`` is skipped, as it is for
+    anything but a regular file.
     """
 
     def __init__(
@@ -125,7 +130,10 @@ class EpisodeWriter:
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         self._lost = False
         try:
-            self._identity = _identity(os.fstat(self._fd))
+            status = os.fstat(self._fd)
+            self._identity = _identity(status)
+            # fsync fails (EINVAL) on a FIFO or a character device; nothing to sync there.
+            self._fsync = fsync and stat.S_ISREG(status.st_mode)
             if repair is not None:
                 removed = _cut_fragment(self._fd, repair)
                 if removed:

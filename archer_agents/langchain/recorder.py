@@ -15,27 +15,39 @@ the run id) with one transition per model call (built by
   (`ArcherChatModel`, vLLM with ``return_tokens_as_token_ids``), and the policy version.
 
 Rewards come later: ``recorder.feedback(run_or_episode_id, reward, success)``
-puts the reward on the last transition and writes the episode. Until then it
-waits in memory; `flush` and `close` write waiting episodes as they are, marked
-``metadata["reward_pending"]`` (offline training leaves them out). Feedback for
-an episode already written writes it again, ``metadata["revision"]`` one
-higher (`archer_agents.data.episode_log.latest_revisions` keeps the newest).
-With ``wait_for_feedback=False`` an episode is written as soon as its run ends.
+puts the reward on the last transition and hands the episode to the writer.
+Until then it waits in memory; `flush` and `close` write waiting episodes as
+they are, marked ``metadata["reward_pending"]`` (offline training leaves them
+out). Feedback for an episode already handed over writes it again,
+``metadata["revision"]`` one higher (`archer_agents.data.episode_log.latest_revisions`
+keeps the newest). With ``wait_for_feedback=False`` an episode is handed over
+as soon as its run ends.
+
+Writing happens on a background thread, in the order the episodes were handed
+over, so no host call waits for the disk: the callbacks and `feedback` only
+queue. `drain` waits until the queued episodes are written, `flush` also writes
+the waiting ones, and `close` does both and closes the log; each takes a
+``timeout`` (seconds; None waits for the writer) and returns once it passes,
+leaving the rest to the writer. A process that exits without `close` closes
+its recorders at exit (waiting at most `EXIT_TIMEOUT` seconds in all), so the
+episodes already queued still land. Read the log after `drain`, `flush` or
+`close`, not straight after `feedback`.
 
 ``redact`` (str -> str, e.g. `archer_agents.langchain.redaction.redact_patterns`)
 masks personal data in every text before anything is written, dropping the
 token ids of any text it changes (they spell the original).
 
-The recorder never raises into the agent: a failing callback is logged. A
-write that fails (a full disk, a read-only folder, a log handle closed
-underneath) raises into none of the host's calls (callbacks, `feedback`,
-`flush`, `close`): the episode is kept in memory, up to ``max_unwritten``
-episodes (beyond that the oldest are dropped, counted in `dropped` and logged
-as a warning), and written by a later `flush` or `close` once the disk takes it
-again. A failed write leaves no partial line in the log (`EpisodeWriter` cuts
-the fragment off, or the next writer does), so the lines after it stay readable
-and every kept episode lands exactly once. A slow disk only slows the call
-that writes (``fsync=False`` shortens it); it raises nothing.
+The recorder never raises into the agent: a failing callback is logged. A full
+disk, a read-only folder, a log handle closed underneath or a slow disk raises
+into none of the host's calls (callbacks, `feedback`, `drain`, `flush`,
+`close`). Episodes not yet written, whether queued behind a slow write or kept
+after a failed one, stay in memory (`unwritten`), at most ``max_unwritten`` of
+them: beyond that the oldest are dropped, counted in `dropped` and logged as a
+warning. After a failed write the writer keeps the rest in order and tries
+again with the next episode handed over, `drain`, `flush` or `close`. A failed
+write leaves no partial line in the log (`EpisodeWriter` cuts the fragment off,
+or the next writer does), so the lines after it stay readable and every kept
+episode lands exactly once.
 
 A run whose parent the recorder never saw is an episode of its own; a run that
 calls no model is none.
@@ -43,15 +55,18 @@ calls no model is none.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import logging
 import math
 import os
 import threading
+import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable
+import weakref
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -68,6 +83,22 @@ from archer_agents.langchain.transitions import ModelCall, episode_transitions, 
 logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_TIMEOUT = 30.0
+"""Seconds the recorders still open at interpreter exit may take, in all, to write what
+they hold (`close` on each); whatever is left after that is lost with the process."""
+
+_OPEN: weakref.WeakSet[EpisodeRecorder] = weakref.WeakSet()
+
+
+def _close_at_exit() -> None:
+    """Close every recorder the host left open, sharing `EXIT_TIMEOUT` between them."""
+    deadline = time.monotonic() + EXIT_TIMEOUT
+    for recorder in list(_OPEN):
+        recorder.close(timeout=max(0.0, deadline - time.monotonic()))
+
+
+atexit.register(_close_at_exit)
 
 
 def _guarded(method: F) -> F:
@@ -97,6 +128,30 @@ class _Trace:
     failed_calls: int = 0
 
 
+@dataclass(eq=False)
+class _Pending:
+    """One version of an episode handed to the writer and not yet in the log."""
+
+    episode: Episode
+    """With its ``metadata["revision"]`` set; never changed once queued."""
+    held: bool = False
+    """A write failed while it waited (its own or one before it): a newer version from
+    `EpisodeRecorder.feedback` takes its place instead of queueing behind it."""
+    aside: bool = False
+    """Its redaction failed in the writer's current pass; tried again in the next one."""
+
+    @property
+    def episode_id(self) -> str:
+        return self.episode.episode_id
+
+
+def _revision(episode: Episode) -> int:
+    return int(episode.metadata.get("revision", 0))
+
+
+_WRITTEN, _REDACTION_FAILED, _LOG_FAILED = "written", "redaction failed", "log failed"
+
+
 class EpisodeRecorder(BaseCallbackHandler):
     """Records LangChain runs as episodes in a JSONL log (see the module docstring).
 
@@ -105,12 +160,13 @@ class EpisodeRecorder(BaseCallbackHandler):
         env_id: ``Episode.env_id`` of the recorded episodes (name the agent or task).
         redact: masks personal data in every text before it is written.
         wait_for_feedback: keep finished episodes in memory until their reward
-            arrives (or `flush`); False writes each one when its run ends.
+            arrives (or `flush`); False hands each one to the writer when its run ends.
         max_waiting: most finished episodes kept waiting; the oldest is then
             written without its reward.
         fsync: fsync the log after each episode (`EpisodeWriter`).
-        max_unwritten: most episodes kept in memory while writes fail; beyond it the
-            oldest are dropped (counted in `dropped`, logged as a warning).
+        max_unwritten: most episodes kept in memory that the writer has not written
+            yet (queued behind a slow disk, or kept after a failed write); beyond it
+            the oldest are dropped (counted in `dropped`, logged as a warning).
     """
 
     raise_error = False
@@ -138,10 +194,8 @@ class EpisodeRecorder(BaseCallbackHandler):
         self.max_waiting = max_waiting
         self.max_unwritten = max_unwritten
         self._fsync = fsync
-        self._torn: TornWrite | None = None
-        self._failing = False
         self._lock = threading.RLock()
-        self._writer: EpisodeWriter | None = None
+        self._cond = threading.Condition(self._lock)
         self._root_of: dict[uuid.UUID, uuid.UUID] = {}
         self._traces: dict[uuid.UUID, _Trace] = {}
         self._calls: dict[uuid.UUID, ModelCall] = {}
@@ -149,11 +203,26 @@ class EpisodeRecorder(BaseCallbackHandler):
         self._early_feedback: dict[uuid.UUID, tuple[float, bool | None]] = {}
         self._waiting: OrderedDict[str, Episode] = OrderedDict()
         self._written: OrderedDict[str, Episode] = OrderedDict()
-        self._unwritten: OrderedDict[str, Episode] = OrderedDict()
+        # Handed to the writer, oldest first; an entry leaves once it is in the log.
+        self._pending: deque[_Pending] = deque()
+        self._in_flight: _Pending | None = None  # the one being written (still in _pending)
+        self._drops: list[tuple[str, int]] = []  # to warn about once the lock is released
+        self._episodes_written = 0
+        # The writer thread: it runs while passes are asked for (`_asked`) that it has not
+        # done (`_done`), and closes the log after the pass that covers `_close_after`.
+        self._thread: threading.Thread | None = None
+        self._asked = 0
+        self._done = 0
+        self._close_after = 0
+        # Only the writer thread touches these.
+        self._writer: EpisodeWriter | None = None
+        self._torn: TornWrite | None = None
+        self._failing = False
         self.last_episode_id: str | None = None
         """Id of the episode whose run ended last."""
         self.dropped = 0
-        """Episodes given up because more than ``max_unwritten`` could not be written."""
+        """Episodes given up because more than ``max_unwritten`` were not written yet."""
+        _OPEN.add(self)
 
     # -- what the recorder holds ----------------------------------------------------
     @property
@@ -164,9 +233,10 @@ class EpisodeRecorder(BaseCallbackHandler):
 
     @property
     def unwritten(self) -> list[str]:
-        """Ids of episodes whose write failed, kept (oldest first) for `flush` to retry."""
+        """Ids of episodes handed to the writer but not in the log yet, oldest first: being
+        written, queued, or kept after a failed write (retried by the next pass)."""
         with self._lock:
-            return list(self._unwritten)
+            return list(dict.fromkeys(entry.episode_id for entry in self._pending))
 
     def episode_id_for(self, run_id: str | uuid.UUID) -> str:
         """The episode a run (the top-level run or any run inside it) belongs to."""
@@ -179,8 +249,8 @@ class EpisodeRecorder(BaseCallbackHandler):
     ) -> str:
         """Give an episode its reward (on its last transition); returns the episode id.
 
-        The episode is written at once (a failed write is kept for `flush`). Feedback
-        for a run still going is applied when it ends.
+        The episode is handed to the writer thread and this returns at once (see `drain`).
+        Feedback for a run still going is applied when it ends.
         """
         reward = float(reward)
         if not math.isfinite(reward):
@@ -192,40 +262,66 @@ class EpisodeRecorder(BaseCallbackHandler):
                 self._early_feedback[root] = (reward, success)
                 return episode_id
             if episode_id in self._waiting:
-                episode = self._waiting.pop(episode_id)
-            elif episode_id in self._unwritten:
-                episode = self._unwritten.pop(episode_id)
+                self._enqueue(with_reward(self._waiting.pop(episode_id), reward, success))
             else:
-                episode = self._written[episode_id].model_copy(deep=True)
-            self._write(with_reward(episode, reward, success))
+                base, revision = self._latest(episode_id)
+                self._enqueue(with_reward(base, reward, success), revision)
+        self._warn_dropped()
         return episode_id
 
-    def flush(self) -> int:
-        """Write every waiting episode (without reward) and retry failed writes.
+    def drain(self, timeout: float | None = None) -> int:
+        """Wait until the writer has tried every episode handed to it (failed writes are
+        tried again; waiting episodes stay waiting), at most ``timeout`` seconds.
 
-        Returns how many episodes were written. Never raises: if the log still cannot
-        be written, the rest stay in memory (`unwritten`, oldest first) for a later call.
+        Returns how many episodes reached the log meanwhile. Never raises: what the log
+        did not take stays in `unwritten`, and what is still queued after ``timeout`` is
+        written in the background.
         """
+        with self._cond:
+            before = self._episodes_written
+            target = self._ask()
+        self._wait(target, timeout)
         with self._lock:
-            written = 0
-            while self._unwritten or self._waiting:
-                source = self._unwritten if self._unwritten else self._waiting
-                _, episode = source.popitem(last=False)
-                if not self._write(episode):
-                    # The log still fails: keep the rest, in order, without trying each.
-                    for rest in list(self._waiting.values()):
-                        self._keep(rest)
-                    self._waiting.clear()
-                    break
-                written += 1
-            return written
+            return self._episodes_written - before
 
-    def close(self) -> None:
-        """Flush, then close the log. Never raises; episodes still failing stay in
-        `unwritten`, and a later `flush` (which reopens the log) can still write them."""
+    def flush(self, timeout: float | None = None) -> int:
+        """Hand every waiting episode (without reward) to the writer, then `drain`.
+
+        Returns how many episodes were written meanwhile. Never raises: if the log still
+        cannot be written, the rest stay in memory (`unwritten`, oldest first) for a
+        later call.
+        """
+        with self._cond:
+            before = self._episodes_written
+            while self._waiting:
+                self._enqueue(self._waiting.popitem(last=False)[1])
+            target = self._ask()
+        self._warn_dropped()
+        self._wait(target, timeout)
         with self._lock:
-            self.flush()
-            self._close_writer()
+            return self._episodes_written - before
+
+    def close(self, timeout: float | None = None) -> None:
+        """`flush`, then close the log; waits at most ``timeout`` seconds (None: until done).
+
+        Never raises. Episodes still failing stay in `unwritten`, and a later call (which
+        reopens the log) can still write them. If ``timeout`` passes first, a warning says
+        how many are still queued; the writer goes on and closes the log when done.
+        """
+        with self._cond:
+            while self._waiting:
+                self._enqueue(self._waiting.popitem(last=False)[1])
+            target = self._ask()
+            self._close_after = target
+        self._warn_dropped()
+        if not self._wait(target, timeout):
+            logger.warning(
+                "closing %s: %d episodes are still being written after %.3g s; the writer "
+                "goes on in the background and closes the log when done",
+                self.path,
+                len(self.unwritten),
+                timeout,
+            )
 
     def __enter__(self) -> EpisodeRecorder:
         return self
@@ -442,7 +538,7 @@ class EpisodeRecorder(BaseCallbackHandler):
             self.last_episode_id = episode.episode_id
             early = self._early_feedback.pop(trace.root, None)
             if early is not None:
-                self._write(with_reward(episode, *early))
+                self._enqueue(with_reward(episode, *early))
             elif self.wait_for_feedback:
                 self._waiting[episode.episode_id] = episode
                 while len(self._waiting) > self.max_waiting:
@@ -452,9 +548,10 @@ class EpisodeRecorder(BaseCallbackHandler):
                         len(self._waiting) + 1,
                         oldest.episode_id,
                     )
-                    self._write(oldest)
+                    self._enqueue(oldest)
             else:
-                self._write(episode)
+                self._enqueue(episode)
+        self._warn_dropped()
 
     def _episode(self, trace: _Trace, error: BaseException | None) -> Episode:
         transitions = episode_transitions(trace.calls, ended_with_error=error is not None)
@@ -480,7 +577,9 @@ class EpisodeRecorder(BaseCallbackHandler):
 
     def _resolve(self, key: str | uuid.UUID) -> str:
         text = str(key)
-        if text in self._waiting or text in self._written or text in self._unwritten:
+        if text in self._waiting or text in self._written:
+            return text
+        if any(entry.episode_id == text for entry in self._pending):
             return text
         try:
             run_id = uuid.UUID(text)
@@ -491,11 +590,12 @@ class EpisodeRecorder(BaseCallbackHandler):
                 return str(run_id)
             if run_id in self._root_of:
                 return str(self._root_of[run_id])
-            for episode in (
+            episodes: Iterable[Episode] = (
                 *self._waiting.values(),
-                *self._unwritten.values(),
+                *(entry.episode for entry in self._pending),
                 *self._written.values(),
-            ):
+            )
+            for episode in episodes:
                 if text in {t.info.get("run_id") for t in episode.transitions}:
                     return episode.episode_id
         raise KeyError(
@@ -504,84 +604,214 @@ class EpisodeRecorder(BaseCallbackHandler):
             f"episodes are remembered for feedback up to max_waiting={self.max_waiting}"
         )
 
-    def _write(self, episode: Episode) -> bool:
-        """Redact and append ``episode``; on failure keep it (`_keep`). True if written.
+    def _latest(self, episode_id: str) -> tuple[Episode, int]:
+        """The newest version of a handed-over episode, and the revision its successor gets.
 
-        Never raises. A writer that fails is closed; the next attempt opens a fresh one
-        (once at once, so a handle closed underneath costs nothing).
+        A version kept after a failed write is replaced (the successor takes its revision
+        and its place in memory); one that is queued, being written or written stays.
         """
+        for entry in reversed(self._pending):
+            if entry.episode_id == episode_id:
+                if entry.held and entry is not self._in_flight:
+                    self._pending.remove(entry)
+                    return entry.episode, _revision(entry.episode)
+                return entry.episode, _revision(entry.episode) + 1
+        episode = self._written[episode_id]
+        return episode, _revision(episode) + 1
+
+    # -- the writer ---------------------------------------------------------------------
+    def _enqueue(self, episode: Episode, revision: int | None = None) -> None:
+        """Queue ``episode`` (owned by the recorder from now on) for the writer thread.
+
+        Its revision is one past its own unless given. Past ``max_unwritten`` queued
+        episodes the oldest is dropped (warned about by `_warn_dropped`). Call under the lock.
+        """
+        episode.metadata["revision"] = _revision(episode) + 1 if revision is None else revision
+        self._pending.append(_Pending(episode))
+        self._trim()
+        self._ask()
+
+    def _trim(self) -> None:
+        """Drop the oldest episodes past ``max_unwritten`` (the one being written aside)."""
+        excess = len(self._pending) - (self._in_flight is not None) - self.max_unwritten
+        front: list[_Pending] = []
+        while excess > 0:
+            entry = self._pending.popleft()
+            if entry is self._in_flight:
+                front.append(entry)
+                continue
+            excess -= 1
+            self.dropped += 1
+            self._drops.append((entry.episode_id, self.dropped))
+        self._pending.extendleft(front)
+
+    def _warn_dropped(self) -> None:
+        """Log the drops `_trim` noted, outside the lock (a handler may be slow)."""
         with self._lock:
-            revision = int(episode.metadata.get("revision", 0)) + 1
-            stored = episode.model_copy(deep=True)
-            stored.metadata["revision"] = revision
-            try:
-                clean = redact_episode(stored, self.redact) if self.redact is not None else stored
-            except Exception:
-                logger.exception(
-                    "could not write episode %s: redaction failed; kept in memory, call "
-                    "flush() to retry",
-                    episode.episode_id,
-                )
-                self._keep(episode)
-                return False
-            error: Exception | None = None
-            for _ in range(2):
-                reopened = self._writer is None
-                try:
-                    if self._writer is None:
-                        self._writer = EpisodeWriter(
-                            self.path, fsync=self._fsync, repair=self._torn
-                        )
-                        self._torn = None
-                    self._writer.write(clean)
-                    error = None
-                    break
-                except Exception as exc:  # OSError; anything else is a bug, still not raised
-                    error = exc
-                    self._close_writer()
-                    if reopened:
-                        break
-            if error is not None:
-                self._keep(episode)
-                if not self._failing:
-                    self._failing = True
-                    logger.error(
-                        "could not write episode %s to %s (%s: %s); it is kept in memory "
-                        "(%d unwritten, at most %d) and written by the next flush() or close()",
-                        episode.episode_id,
-                        self.path,
-                        type(error).__name__,
-                        error,
-                        len(self._unwritten),
-                        self.max_unwritten,
-                    )
-                else:
-                    logger.debug("episode %s kept in memory: %s", episode.episode_id, error)
-                return False
-            if self._failing:
-                self._failing = False
-                logger.info("%s takes episodes again", self.path)
-            self._written[episode.episode_id] = stored
-            while len(self._written) > self.max_waiting:
-                self._written.popitem(last=False)
+            drops, self._drops = self._drops, []
+        for episode_id, total in drops:
+            logger.warning(
+                "dropped episode %s: more than max_unwritten=%d episodes were not written to "
+                "%s yet (a slow or failing disk) and only that many are kept in memory "
+                "(%d dropped so far)",
+                episode_id,
+                self.max_unwritten,
+                self.path,
+                total,
+            )
+
+    def _ask(self) -> int:
+        """Ask the writer thread for one more pass (starting it if needed); its number."""
+        self._asked += 1
+        self._start_writer()
+        self._cond.notify_all()
+        return self._asked
+
+    def _start_writer(self) -> bool:
+        """Start the writer thread unless it runs; False if no thread can start (the
+        interpreter is exiting). Call under the lock."""
+        if self._thread is not None and self._thread.is_alive():
+            return True
+        self._thread = threading.Thread(
+            target=self._run, name=f"EpisodeRecorder writer: {self.path}", daemon=True
+        )
+        try:
+            self._thread.start()
+        except RuntimeError as exc:  # "can't create new thread at interpreter shutdown"
+            logger.debug("no writer thread for %s: %s", self.path, exc)
+            self._thread = None
+            return False
+        return True
+
+    def _wait(self, target: int, timeout: float | None) -> bool:
+        """Wait until pass ``target`` is done; False if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._done < target:
+                if not self._start_writer():
+                    # No thread can start (at exit): this thread does the writer's work.
+                    self._thread = threading.current_thread()
+                    self._run()
+                    continue
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
             return True
 
-    def _keep(self, episode: Episode) -> None:
-        """Hold an unwritten episode (the newest last); past ``max_unwritten`` drop the oldest."""
-        self._unwritten.pop(episode.episode_id, None)
-        self._unwritten[episode.episode_id] = episode
-        while len(self._unwritten) > self.max_unwritten:
-            _, lost = self._unwritten.popitem(last=False)
-            self.dropped += 1
-            logger.warning(
-                "dropped episode %s: %d episodes could not be written to %s and at most "
-                "max_unwritten=%d are kept in memory (%d dropped so far)",
-                lost.episode_id,
-                self.max_unwritten + 1,
-                self.path,
-                self.max_unwritten,
-                self.dropped,
+    def _run(self) -> None:
+        """The writer thread: passes over the queue while any are asked for, then ends."""
+        me = threading.current_thread()
+        target = 0
+        try:
+            while True:
+                with self._cond:
+                    if self._done >= self._asked:
+                        self._thread = None if self._thread is me else self._thread
+                        self._cond.notify_all()
+                        return
+                    target = self._asked
+                self._write_pending()
+                with self._cond:
+                    close = 0 < self._close_after <= target
+                    if close:
+                        self._close_after = 0
+                if close:
+                    self._close_writer()
+                with self._cond:
+                    self._done = max(self._done, target)
+                    self._cond.notify_all()
+        except Exception:  # a bug; what is queued stays for the next pass
+            logger.exception("the episode writer of %s failed", self.path)
+            with self._cond:
+                self._done = max(self._done, self._asked)
+                self._thread = None if self._thread is me else self._thread
+                self._cond.notify_all()
+
+    def _write_pending(self) -> None:
+        """One pass: write the queue in order; stop at the first write the log refuses,
+        keeping it and the rest (a broken redaction only sets its episode aside)."""
+        try:
+            while True:
+                with self._lock:
+                    entry = next((e for e in self._pending if not e.aside), None)
+                    if entry is None:
+                        return
+                    self._in_flight = entry
+                outcome = self._write_one(entry.episode)
+                with self._lock:
+                    self._in_flight = None
+                    if outcome == _WRITTEN:
+                        self._pending.remove(entry)
+                        self._episodes_written += 1
+                        self._written[entry.episode_id] = entry.episode
+                        self._written.move_to_end(entry.episode_id)
+                        while len(self._written) > self.max_waiting:
+                            self._written.popitem(last=False)
+                    elif outcome == _REDACTION_FAILED:
+                        entry.aside = True
+                    else:
+                        for waiting in self._pending:
+                            waiting.held = True
+                        self._trim()
+                        return
+        finally:
+            with self._lock:
+                self._in_flight = None
+                for entry in self._pending:
+                    entry.aside = False
+            self._warn_dropped()
+
+    def _write_one(self, episode: Episode) -> str:
+        """Redact and append ``episode`` (writer thread, no lock held); never raises.
+
+        A writer that fails is closed; the next attempt opens a fresh one (once at once,
+        so a handle closed underneath costs nothing).
+        """
+        try:
+            clean = redact_episode(episode, self.redact) if self.redact is not None else episode
+        except Exception:
+            logger.exception(
+                "could not write episode %s: redaction failed; kept in memory, call "
+                "flush() to retry",
+                episode.episode_id,
             )
+            return _REDACTION_FAILED
+        error: Exception | None = None
+        for _ in range(2):
+            reopened = self._writer is None
+            try:
+                if self._writer is None:
+                    self._writer = EpisodeWriter(self.path, fsync=self._fsync, repair=self._torn)
+                    self._torn = None
+                self._writer.write(clean)
+                error = None
+                break
+            except Exception as exc:  # OSError; anything else is a bug, still not raised
+                error = exc
+                self._close_writer()
+                if reopened:
+                    break
+        if error is not None:
+            if not self._failing:
+                self._failing = True
+                logger.error(
+                    "could not write episode %s to %s (%s: %s); it and the episodes after it "
+                    "are kept in memory (at most max_unwritten=%d) and written once the log "
+                    "takes them (tried again with the next episode, drain(), flush() or close())",
+                    episode.episode_id,
+                    self.path,
+                    type(error).__name__,
+                    error,
+                    self.max_unwritten,
+                )
+            else:
+                logger.debug("episode %s kept in memory: %s", episode.episode_id, error)
+            return _LOG_FAILED
+        if self._failing:
+            self._failing = False
+            logger.info("%s takes episodes again", self.path)
+        return _WRITTEN
 
     def _close_writer(self) -> None:
         """Close the log (never raises), keeping where a failed write's fragment sits."""
