@@ -89,14 +89,27 @@ def _speed_episode(
 
 
 def throughput(
-    tasks: list[str], contexts: int, contexts_per_browser: int, seconds: float, mode: str
+    tasks: list[str],
+    contexts: int,
+    contexts_per_browser: int,
+    seconds: float,
+    mode: str,
+    episodes_per_task: int = 1,
 ) -> dict[str, float]:
     """``contexts`` environments on click tasks, random play for ``seconds``.
 
     ``mode`` ``rollout`` steps them in turn from one thread, as ``archer rollout
     --num-envs`` does; ``threads`` gives each its own thread. Environments share a
     Chromium, ``contexts_per_browser`` contexts in each (1: one Chromium each).
+    Each environment plays ``episodes_per_task`` episodes of a task before it
+    switches to the next: 1 measures a reset that loads another task's page, more
+    measures mostly resets of the same task (restarted in the loaded page, as when
+    an environment plays one task all along, as in training).
     """
+
+    def task_of(seed: int) -> str:
+        return tasks[(seed // (contexts * episodes_per_task)) % len(tasks)]
+
     import archer_agents.tools.browser.session as session
 
     session.DEFAULT_CONTEXTS_PER_BROWSER = contexts_per_browser  # read when a session is made
@@ -113,7 +126,7 @@ def throughput(
             def run(index: int) -> None:
                 seed = index
                 while time.perf_counter() < stop:  # every context plays every task in turn
-                    task = tasks[(seed // contexts) % len(tasks)]
+                    task = task_of(seed)
                     _speed_episode(envs[index], task, seed, stop, records[index])
                     seed += contexts
 
@@ -130,7 +143,7 @@ def throughput(
             while time.perf_counter() < stop:
                 for i, env in enumerate(envs):
                     if not live[i]:
-                        env.use_task(tasks[(seeds[i] // contexts) % len(tasks)])
+                        env.use_task(task_of(seeds[i]))
                         agents[i] = env.make_scripted_agent("random", seed=seeds[i])
                         begin = time.perf_counter()
                         observations[i], info = env.reset(
@@ -194,12 +207,19 @@ def main() -> None:
         "--speed-tasks", default="click-button,click-link,click-checkboxes,click-option"
     )
     parser.add_argument("--speed-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--episodes-per-task",
+        type=int,
+        default=1,
+        help="speed runs: episodes of one task before the next (1: every reset loads a page)",
+    )
     args = parser.parse_args()
     if not args.skip_tasks:
         per_task(args.episodes)
     tasks = args.speed_tasks.split(",")
     print(
-        f"\nrandom play on {', '.join(tasks)}, {args.speed_seconds:.0f} s a run (load average "
+        f"\nrandom play on {', '.join(tasks)}, {args.episodes_per_task} episode(s) of a task "
+        f"in turn, {args.speed_seconds:.0f} s a run (load average "
         f"{os.getloadavg()[0]:.1f} at the start)"
     )
     print(
@@ -212,9 +232,10 @@ def main() -> None:
             for mode in args.modes:
                 if mode == "threads" and contexts == 1:
                     continue
-                print_speed(
-                    mode, throughput(tasks, contexts, per_browser, args.speed_seconds, mode)
+                row = throughput(
+                    tasks, contexts, per_browser, args.speed_seconds, mode, args.episodes_per_task
                 )
+                print_speed(mode, row)
 
 
 if __name__ == "__main__":

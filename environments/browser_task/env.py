@@ -17,7 +17,8 @@ check runs; success ends the episode with reward 1, and ``max_steps`` actions
 without it truncate it with reward 0. Requests off the allowed origins are
 blocked and counted (``info["blocked_requests"]``); a browser crash or hang
 ends the episode as failed (``info["failure"]``) and the next reset restarts
-the browser.
+the browser. With ``screenshot=True``, ``info["screenshot"]`` holds a PNG of the
+viewport after each reset and step (`archer_agents.environments.browser_env`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from typing import Any
 from langchain_core.tools import BaseTool
 from pydantic import ValidationError
 
-from archer_agents.environments.base import ScriptedAgent, TextEnv, to_ascii
+from archer_agents.environments.base import ScriptedAgent, to_ascii
+from archer_agents.environments.browser_env import BrowserTextEnv
 from archer_agents.environments.browser_random import RandomBrowserAgent
 from archer_agents.environments.browser_task.agents import ExpertAgent
 from archer_agents.environments.browser_task.taskfile import BrowserTask, SuccessCheck, read_task
@@ -41,11 +43,7 @@ from archer_agents.formats.prompts import tool_spec
 from archer_agents.formats.tool_calls import ActionParseError, parse_tool_call
 from archer_agents.tools.browser.chromium import find_chromium, require_playwright
 from archer_agents.tools.browser.confined import BrowserFailure
-from archer_agents.tools.browser.session import (
-    DEFAULT_CONTEXTS_PER_BROWSER,
-    BrowserSession,
-    PageSnapshot,
-)
+from archer_agents.tools.browser.session import DEFAULT_CONTEXTS_PER_BROWSER, BrowserSession
 from archer_agents.tools.browser.static import StaticServer
 from archer_agents.tools.browser.tools import BrowserToolkit, render_snapshot
 
@@ -77,7 +75,7 @@ _CHECK_JS = """async (c) => {
 }"""
 
 
-class BrowserTaskEnv(TextEnv):
+class BrowserTaskEnv(BrowserTextEnv):
     """One task file's task in headless Chromium.
 
     Args:
@@ -95,6 +93,8 @@ class BrowserTaskEnv(TextEnv):
         contexts_per_browser: environments of this process share a Chromium, each in its
             own context, up to this many in one (1: a Chromium of its own). A crash fails
             the episodes of the environments in that Chromium only.
+        screenshot: put a PNG of the viewport after every reset and step in
+            ``info["screenshot"]`` (bytes); the text observation is unchanged.
         max_action_chars: longer actions are refused with an error observation.
         render_mode: None or 'ansi'.
     """
@@ -111,10 +111,13 @@ class BrowserTaskEnv(TextEnv):
         viewport: tuple[int, int] = (1024, 768),
         trace: bool = False,
         contexts_per_browser: int = DEFAULT_CONTEXTS_PER_BROWSER,
+        screenshot: bool = False,
         max_action_chars: int = 2_000,
         render_mode: str | None = None,
     ) -> None:
-        super().__init__(max_action_chars=max_action_chars, render_mode=render_mode)
+        super().__init__(
+            screenshot=screenshot, max_action_chars=max_action_chars, render_mode=render_mode
+        )
         if isinstance(task, BrowserTask):
             self.task, self.base_dir = task, Path(base_dir or ".").resolve()
         else:
@@ -134,13 +137,8 @@ class BrowserTaskEnv(TextEnv):
         site = self.task.resolve_site(self.base_dir)
         self.server = StaticServer(site) if site is not None else None
         self.scripted_kinds = ("expert", "random") if self.task.solution else ("random",)
-        self.browser: BrowserSession | None = None
         self.toolkit: BrowserToolkit | None = None
         self.tool_specs = [tool_spec(t) for t in _schema_tools()]
-        self.snapshot: PageSnapshot | None = None
-        """The page as the agent saw it last (what scripted agents read)."""
-        self.turn = 0
-        self._done = False
 
     @property
     def instruction(self) -> str:
@@ -152,8 +150,8 @@ class BrowserTaskEnv(TextEnv):
         return list(TASK_IDS)
 
     @property
-    def blocked_requests(self) -> int:
-        return self.browser.blocked_requests if self.browser is not None else 0
+    def horizon(self) -> int:
+        return self.max_steps
 
     # -- gymnasium ----------------------------------------------------------------------------
     def reset(
@@ -181,60 +179,26 @@ class BrowserTaskEnv(TextEnv):
         except BrowserFailure as first:
             logger.warning("opening %s failed (%s); trying once more", url, first)
             self.snapshot = self.browser.open(url)
-        self.turn = 0
-        self._done = False
-        self._last_observation = self._observe()
-        self._chat = [{"role": "user", "content": self._last_observation}]
-        info = {
-            "task_id": task_id,
-            "split": split,
-            "task": self.task.name,
-            "url": url,
-            "blocked_requests": self.blocked_requests,
-        }
-        return self._last_observation, info
+        info = {"task_id": task_id, "split": split, "task": self.task.name, "url": url}
+        return self._begin_episode(info)
 
-    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        if self.browser is None or self.toolkit is None or self.snapshot is None:
+    def _act(self, action: str, info: dict[str, Any]) -> tuple[float, bool, str, str]:
+        if self.toolkit is None:
             raise RuntimeError("call reset() before step()")
-        if self._done:
-            raise RuntimeError("the episode is over; call reset() to start a new one")
-        self.turn += 1
-        info: dict[str, Any] = {"invalid_action": False, "tool_error": False}
-        error, read = "", ""
-        reward, terminated = 0.0, False
         try:
             tool, arguments = self._read_action(action)
         except ValueError as exc:
-            error = str(exc)
             info["invalid_action"] = True
-        else:
-            info["tool"] = tool.name
-            try:
-                tool.invoke(arguments)
-                assert self.toolkit.last is not None
-                self.snapshot = self.toolkit.last
-                error, read = self.snapshot.error, self.snapshot.text
-                info["invalid_action"] = bool(error)
-                if self.check_success(info):
-                    terminated, reward = True, 1.0
-            except BrowserFailure as exc:
-                error = f"Error: the browser failed ({exc}); the episode ends."
-                terminated = True
-                info.update(tool_error=True, failure=str(exc), failure_kind=exc.kind)
-        if error:
-            info["error"] = error
-        truncated = not terminated and self.turn >= self.max_steps
-        if terminated or truncated:
-            self._done = True
-            info["success"] = reward >= 1.0
-        info["blocked_requests"] = self.blocked_requests
-        self._last_observation = self._observe(error, read)
-        self._chat += [
-            {"role": "assistant", "content": action},
-            {"role": "user", "content": self._last_observation},
-        ]
-        return self._last_observation, reward, terminated, truncated, info
+            return 0.0, False, str(exc), ""
+        info["tool"] = tool.name
+        tool.invoke(arguments)
+        assert self.toolkit.last is not None
+        self.snapshot = self.toolkit.last
+        error, read = self.snapshot.error, self.snapshot.text
+        info["invalid_action"] = bool(error)
+        if self.check_success(info):
+            return 1.0, True, error, read
+        return 0.0, False, error, read
 
     def _read_action(self, action: str) -> tuple[BaseTool, dict[str, Any]]:
         """The tool an utterance calls and its validated arguments; ValueError if none."""
@@ -279,12 +243,6 @@ class BrowserTaskEnv(TextEnv):
         return to_ascii(f"Instruction: {self.task.instruction}\n{text}")
 
     # -- recording ------------------------------------------------------------------------------
-    def screenshot(self) -> bytes:
-        """A PNG of the page as it is now."""
-        if self.browser is None:
-            raise RuntimeError("call reset() before screenshot()")
-        return self.browser.screenshot()
-
     def save_trace(self, path: str | Path) -> None:
         """Write this episode's Playwright trace (``trace=True``) to ``path`` (a .zip)."""
         if self.browser is None:

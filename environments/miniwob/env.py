@@ -2,11 +2,22 @@
 
 The task pages of the ``miniwob`` package (``pip install 'archer-agents[browser]'``)
 are served from its ``html/`` folder by a local HTTP server on 127.0.0.1 and
-loaded in a confined Chromium (`archer_agents.tools.browser.session`). Each
-reset opens the task page in a fresh browser context, seeds it
-(``Math.seedrandom(seed)``; the task id is the seed), lifts the page's time limit
-(``core.EPISODE_MAX_TIME``) so that slow models are not penalised, and starts the
-episode (``core.startEpisodeReal()``).
+loaded in a confined Chromium (`archer_agents.tools.browser.session`). A reset
+seeds the task page (``Math.seedrandom(seed)``; the task id is the seed), lifts
+its time limit (``core.EPISODE_MAX_TIME``) so that slow models are not
+penalised, and starts the episode (``core.startEpisodeReal()``).
+
+MiniWoB++ pages are made to play episode after episode without a reload (each
+``genProblem`` clears the last problem), so when the page of the task is still
+open a reset restarts the episode in it (`BrowserSession.restart_episode`): the last
+episode's timers are stopped, the reward display and episode count are put back
+as a fresh page has them, nothing is focused or scrolled, storage and history
+are cleared, the elements are numbered afresh, and the seed is applied as on a
+fresh load, so a seed gives the same instance, instruction and element ids
+either way (``tests/test_browser_miniwob_restart.py``). The page is loaded
+again when the task changed, when the page is another one (the model navigated
+away), when it is not a MiniWoB++ page, or when the restart fails (logged).
+``restart_in_page=False`` always reloads; `last_reset` says which it was.
 
 Observation: the instruction (``core.getUtterance()``), the URL, and the page as
 an element tree with ids (``[3] button "Submit"``); a mistaken action's error is
@@ -18,6 +29,8 @@ raw reward (``WOB_RAW_REWARD_GLOBAL``) is positive, else 0, as in BrowserGym.
 After ``max_turns`` actions it is truncated with reward 0. Requests to other
 origins are blocked and counted (``info["blocked_requests"]``); a browser crash
 or hang ends the episode as failed (``info["failure"]``) and the browser restarts.
+With ``screenshot=True``, ``info["screenshot"]`` holds a PNG of the viewport after
+each reset and step (`archer_agents.environments.browser_env`).
 
 Which tasks are registered, and which are left out and why, is in
 `archer_agents.environments.miniwob.tasks`.
@@ -30,13 +43,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from archer_agents.environments.base import ScriptedAgent, TextEnv, to_ascii
+from archer_agents.environments.base import ScriptedAgent, to_ascii
+from archer_agents.environments.browser_env import BrowserTextEnv
 from archer_agents.environments.browser_random import RandomBrowserAgent
 from archer_agents.environments.miniwob.tasks import SOLVERS, TASKS, TEST_SEEDS, TRAIN_SEEDS
 from archer_agents.formats.tool_calls import ActionParseError, bind_positional, parse_tool_call
 from archer_agents.tools.browser.chromium import find_chromium, require_playwright
 from archer_agents.tools.browser.confined import BrowserFailure
-from archer_agents.tools.browser.session import BrowserSession, PageAction, PageSnapshot
+from archer_agents.tools.browser.session import BrowserSession, PageAction
 from archer_agents.tools.browser.static import StaticServer
 
 logger = logging.getLogger(__name__)
@@ -60,11 +74,35 @@ _PARAMETERS: dict[str, tuple[str, ...]] = {
 }
 _OPTIONAL = {"read_text": {"element_id"}}
 _START_JS = """(arg) => {
+  if (typeof core === 'undefined' || typeof core.startEpisodeReal !== 'function' ||
+      typeof genProblem !== 'function' || !document.getElementById('reward-display')) {
+    return false;
+  }
+  if (core.EP_TIMER !== null) { clearTimeout(core.EP_TIMER); core.EP_TIMER = null; }
+  core.clearTimer();
+  core.wob_latest = '-';
+  core.wob_scores = [];
+  WOB_EPISODE_ID = 0;
+  document.getElementById('reward-display').innerHTML = core.DISPLAY_HTML;
+  core.reloadDisplay();
+  for (const el of document.querySelectorAll('[data-tampered], [data-wob_ref]')) {
+    delete el.dataset.tampered; delete el.dataset.wob_ref; delete el.dataset.wob_eps;
+  }
   Math.seedrandom(arg.seed);
   core.EPISODE_MAX_TIME = arg.maxTime;
   core.startEpisodeReal();
-  return WOB_TASK_READY;
+  return WOB_DONE_GLOBAL === false;
 }"""
+"""Start an episode of a loaded task page, fresh or after an earlier episode in it.
+
+The same script on both paths is what makes a seed give the same instance: the
+last episode's time limit and countdown are stopped (``core.startEpisodeReal``
+would start new ones beside a countdown still running), the reward display,
+its scores and the episode count (``WOB_EPISODE_ID``) are put back as a fresh
+page has them, as are the per-episode marks of MiniWoB's own DOM reader; then
+the page's generator is seeded and the episode started. False when the page is
+not a MiniWoB++ task page (then it is loaded again).
+"""
 _STATE_JS = """() => (typeof WOB_DONE_GLOBAL === 'undefined'
   ? {done: false, raw: 0, reward: 0, reason: 'not a task page'}
   : {done: WOB_DONE_GLOBAL, raw: WOB_RAW_REWARD_GLOBAL,
@@ -117,7 +155,7 @@ def parse_action(text: str) -> PageAction:
     return PageAction(call.name, element_id=element_id, text=text_arg)
 
 
-class MiniWoBEnv(TextEnv):
+class MiniWoBEnv(BrowserTextEnv):
     """One MiniWoB++ task in headless Chromium.
 
     Args:
@@ -130,6 +168,10 @@ class MiniWoBEnv(TextEnv):
         element_timeout_s: how long an action waits for its element before it is
             reported as the model's mistake.
         viewport: browser viewport (width, height).
+        screenshot: put a PNG of the viewport after every reset and step in
+            ``info["screenshot"]`` (bytes); the text observation is unchanged.
+        restart_in_page: restart an episode of the same task in its open page rather
+            than loading the page again (the same instance for a seed either way).
         max_action_chars: longer actions are refused with an error observation.
         render_mode: None or 'ansi'.
     """
@@ -143,10 +185,14 @@ class MiniWoBEnv(TextEnv):
         action_timeout_s: float = 10.0,
         element_timeout_s: float = 1.0,
         viewport: tuple[int, int] = (800, 600),
+        screenshot: bool = False,
+        restart_in_page: bool = True,
         max_action_chars: int = 2_000,
         render_mode: str | None = None,
     ) -> None:
-        super().__init__(max_action_chars=max_action_chars, render_mode=render_mode)
+        super().__init__(
+            screenshot=screenshot, max_action_chars=max_action_chars, render_mode=render_mode
+        )
         if max_turns < 1:
             raise ValueError(f"max_turns must be at least 1, got {max_turns}")
         self.root = miniwob_html_root()
@@ -157,13 +203,11 @@ class MiniWoBEnv(TextEnv):
         self.action_timeout_s = action_timeout_s
         self.element_timeout_s = element_timeout_s
         self.viewport = viewport
+        self.restart_in_page = restart_in_page
         self.server = StaticServer(self.root)
-        self.browser: BrowserSession | None = None
         self.instruction = ""
-        self.snapshot: PageSnapshot | None = None
-        """The page as the agent saw it last (what scripted agents read)."""
-        self.turn = 0
-        self._done = False
+        self.last_reset = ""
+        """How the last reset began its episode: 'restart' (in the open page) or 'load'."""
 
     # -- tasks ------------------------------------------------------------------------------
     def use_task(self, task: str) -> None:
@@ -183,8 +227,8 @@ class MiniWoBEnv(TextEnv):
         raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
 
     @property
-    def blocked_requests(self) -> int:
-        return self.browser.blocked_requests if self.browser is not None else 0
+    def horizon(self) -> int:
+        return self.max_turns
 
     # -- gymnasium ----------------------------------------------------------------------------
     def reset(
@@ -206,80 +250,51 @@ class MiniWoBEnv(TextEnv):
             self.browser.start()
         url = f"{origin}/miniwob/{self.task}.html"
         try:
-            self._open(url, int(task_id))
+            self._start(url, int(task_id))
         except BrowserFailure as first:
             logger.warning("opening a MiniWoB++ episode failed (%s); trying once more", first)
-            self._open(url, int(task_id))
-        self.turn = 0
-        self._done = False
-        self._last_observation = self._observe("", "")
-        self._chat = [{"role": "user", "content": self._last_observation}]
-        info = {
-            "task_id": task_id,
-            "split": split,
-            "task": self.task,
-            "url": url,
-            "blocked_requests": self.blocked_requests,
-        }
-        return self._last_observation, info
+            self._start(url, int(task_id), restart=False)
+        info = {"task_id": task_id, "split": split, "task": self.task, "url": url}
+        return self._begin_episode(info)
 
-    def _open(self, url: str, seed: int) -> None:
+    def _start(self, url: str, seed: int, restart: bool = True) -> None:
+        """Begin the episode of ``seed``: restarted in the open page of the task where
+        that works (`BrowserSession.restart_episode`), else on the page loaded afresh."""
         assert self.browser is not None
-        self.browser.open(url)
-        self.browser.evaluate(_START_JS, {"seed": seed, "maxTime": 10**9})
+        arg = {"seed": seed, "maxTime": 10**9}
+        snapshot = None
+        if restart and self.restart_in_page:
+            snapshot = self.browser.restart_episode(url, _START_JS, arg)
+        if snapshot is None:
+            snapshot = self.browser.open(url, _START_JS, arg)
+            self.last_reset = "load"
+        else:
+            self.last_reset = "restart"
         self.instruction = str(self.browser.evaluate(_UTTERANCE_JS))
-        self.snapshot = self.browser.snapshot()
+        self.snapshot = snapshot
 
-    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        if self.browser is None or self.snapshot is None:
-            raise RuntimeError("call reset() before step()")
-        if self._done:
-            raise RuntimeError("the episode is over; call reset() to start a new one")
-        self.turn += 1
-        info: dict[str, Any] = {"invalid_action": False, "tool_error": False}
-        error, read = "", ""
-        reward, terminated = 0.0, False
+    def _act(self, action: str, info: dict[str, Any]) -> tuple[float, bool, str, str]:
+        assert self.browser is not None
         try:
             too_long = self._action_too_long(action)
             if too_long is not None:
                 raise ValueError(too_long)
             page_action = parse_action(action)
         except ValueError as exc:
-            error = str(exc)
             info["invalid_action"] = True
-        else:
-            try:
-                self.snapshot = self.browser.act(page_action)
-                error, read = self.snapshot.error, self.snapshot.text
-                if error:
-                    info["invalid_action"] = True
-                state = self.browser.evaluate(_STATE_JS)
-                if state["done"]:
-                    terminated = True
-                    reward = 1.0 if float(state["raw"]) > 0 else 0.0
-                    info["raw_reward"] = float(state["raw"])
-                    info["reward_reason"] = state["reason"]
-            except BrowserFailure as exc:
-                error = f"Error: the browser failed ({exc}); the episode ends."
-                terminated = True
-                info["tool_error"] = True
-                info["failure"] = str(exc)
-                info["failure_kind"] = exc.kind
+            return 0.0, False, str(exc), ""
+        self.snapshot = self.browser.act(page_action)
+        error, read = self.snapshot.error, self.snapshot.text
         if error:
-            info["error"] = error
-        truncated = not terminated and self.turn >= self.max_turns
-        if terminated or truncated:
-            self._done = True
-            info["success"] = reward >= 1.0
-        info["blocked_requests"] = self.blocked_requests
-        self._last_observation = self._observe(error, read)
-        self._chat += [
-            {"role": "assistant", "content": action},
-            {"role": "user", "content": self._last_observation},
-        ]
-        return self._last_observation, reward, terminated, truncated, info
+            info["invalid_action"] = True
+        state = self.browser.evaluate(_STATE_JS)
+        if not state["done"]:
+            return 0.0, False, error, read
+        info["raw_reward"] = float(state["raw"])
+        info["reward_reason"] = state["reason"]
+        return (1.0 if float(state["raw"]) > 0 else 0.0), True, error, read
 
-    def _observe(self, error: str, read: str) -> str:
+    def _observe(self, error: str = "", read: str = "") -> str:
         assert self.snapshot is not None
         lines = [f"Instruction: {self.instruction}", f"URL: {self.snapshot.url}", "Page:"]
         lines.append(self.snapshot.tree() or "(nothing visible)")

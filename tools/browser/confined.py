@@ -50,7 +50,8 @@ _CLEAR_STORAGE_JS = """async () => {
 """Clears what the current page's origin can keep between episodes (run in that page)."""
 
 
-def _origin(url: str) -> str:
+def origin_of(url: str) -> str:
+    """``scheme://host:port`` of ``url``."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
 
@@ -201,7 +202,7 @@ class ConfinedChromium:
         try:
             if self.allows(url):
                 if route.request.resource_type == "document":
-                    self._document_origins.add(_origin(url))
+                    self._document_origins.add(origin_of(url))
                 route.continue_()
             else:
                 self.block(url)
@@ -291,23 +292,33 @@ class ConfinedChromium:
         if self._generation != self.host.generation or len(self._document_origins) != 1:
             return None
         (origin,) = self._document_origins
-        if _origin(page.url) != origin or len(context.pages) != 1:
+        if origin_of(page.url) != origin or len(context.pages) != 1:
             return None
+        if not self.clear_page_state():
+            return None
+        self._document_origins = set()
+        return page
+
+    def clear_page_state(self) -> bool:
+        """(On the Playwright thread) clear what the page's origin keeps between episodes
+        (cookies, storage, IndexedDB, Cache Storage, ``window.name``), reset the
+        blocked-request count and start the next episode's trace chunk; False when the
+        page could not be cleared (the caller opens a fresh context)."""
+        page, context = self._page, self._context
         try:
             page.evaluate(_CLEAR_STORAGE_JS)
             context.clear_cookies()
         except Exception:
             logger.debug("could not clear the last episode's page; opening a fresh context")
-            return None
+            return False
         self.blocked_requests = 0
         self.blocked_urls = []
-        self._document_origins = set()
         if self.tracing:
             if self._chunk_open:
                 context.tracing.stop_chunk()  # the last episode's, never saved
             context.tracing.start_chunk()
             self._chunk_open = True
-        return page
+        return True
 
     def forget_history(self) -> None:
         """(On the Playwright thread) drop the page's history before its current entry, so

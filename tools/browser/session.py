@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from archer_agents.tools.browser.chromium import is_playwright_error
-from archer_agents.tools.browser.confined import ConfinedChromium
+from archer_agents.tools.browser.confined import ConfinedChromium, origin_of
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ SNAPSHOT_JS = r"""
 (opts) => {
   const ATTR = 'data-archer-id';
   const ignore = new Set(opts.ignore ? Array.from(document.querySelectorAll(opts.ignore)) : []);
+  if (opts.fresh) {
+    for (const el of document.querySelectorAll('[' + ATTR + ']')) el.removeAttribute(ATTR);
+    window.__archerNextId = 1;
+  }
   if (window.__archerNextId === undefined) window.__archerNextId = 1;
   const out = [];
   const clean = (t) => (t || '').replace(/\s+/g, ' ').trim();
@@ -146,6 +150,20 @@ _CLICK_POINT_JS = r"""
 }
 """
 """Where a click on an element lands, or why it cannot (run in the page)."""
+
+_QUIET_PAGE_JS = r"""
+(url) => {
+  if (document.activeElement && document.activeElement !== document.body) {
+    document.activeElement.blur();
+  }
+  const selection = window.getSelection();
+  if (selection) selection.removeAllRanges();
+  window.scrollTo(0, 0);
+  if (location.href !== url) history.replaceState(history.state, '', url);
+}
+"""
+"""Before an episode restarts in its page: nothing focused, selected or scrolled, and the
+URL without the fragment the last episode may have added, as a freshly loaded page is."""
 
 
 @dataclass(frozen=True)
@@ -261,11 +279,14 @@ class BrowserSession(ConfinedChromium):
         self.reuse_context = reuse_context
 
     # -- episodes ------------------------------------------------------------------------------
-    def open(self, url: str) -> PageSnapshot:
+    def open(self, url: str, script: str | None = None, arg: Any = None) -> PageSnapshot:
         """A new episode on ``url`` (which must be on an allowed origin).
 
         With ``reuse_context`` the last episode's page is reused when nothing of that
         episode can show through (`reuse_page`), else a fresh context is opened.
+        ``script`` (the environment's, with ``arg``), if given, runs in the loaded page
+        before the snapshot: it sets the episode up (a MiniWoB++ page is seeded and
+        started), so the first snapshot numbers the elements of the episode's page.
         """
         if not self.allows(url):
             raise ValueError(f"{url!r} is not on an allowed origin ({', '.join(self.origins)})")
@@ -279,7 +300,58 @@ class BrowserSession(ConfinedChromium):
             else:
                 page.goto(url, wait_until="load")
                 self.forget_history()
+            if script is not None:
+                page.evaluate(script, arg)
             return self._snapshot()
+
+        return self._call(job, self._deadline(3))
+
+    def restart_episode(self, url: str, script: str, arg: Any = None) -> PageSnapshot | None:
+        """A new episode in the page that shows ``url`` now, begun by ``script`` instead
+        of a reload; None when that page cannot be restarted (then `open` it).
+
+        Loading a page again costs its parsing, scripts and layout; a page that can
+        start a new episode by itself (MiniWoB++'s ``core.startEpisodeReal``) need not
+        pay that. The last episode's page is used when it is still the only page of
+        its context, on ``url`` (a fragment aside) and of this origin only, and
+        ``script`` (the environment's, with ``arg``) returns a truthy value; before it
+        runs, the page is quieted as a fresh load is (nothing focused, selected or
+        scrolled, no fragment), and after it, the page's storage, cookies and history
+        are cleared as `reuse_page` clears them, the blocked-request count is reset and
+        the elements are numbered afresh from 1, so the snapshot reads as after a
+        reload. The page's own script state carries over: ``script`` is what must
+        start a clean episode. None (logged) when the page is another one or
+        ``script`` fails or returns a falsy value; a browser failure raises.
+        """
+        self.ensure_started()
+
+        def job() -> PageSnapshot | None:
+            page, context = self._page, self._context
+            bare_url = url.split("#", 1)[0]
+            if (
+                page is None
+                or context is None
+                or len(context.pages) != 1
+                or page.url.split("#", 1)[0] != bare_url
+                or self._document_origins != {origin_of(url)}
+            ):
+                logger.debug("no page of %s to restart in; it will be loaded", url)
+                return None
+            try:
+                page.evaluate(_QUIET_PAGE_JS, url)
+                started = page.evaluate(script, arg)
+            except Exception as exc:
+                if not is_playwright_error(exc) or not self.running:
+                    raise
+                logger.warning("restarting %s in its page failed: %s", url, _first_line(exc))
+                return None
+            if not started:
+                logger.warning("restarting %s in its page failed (script said %r)", url, started)
+                return None
+            if not self.clear_page_state():
+                return None
+            self.forget_history()
+            return self._snapshot(fresh=True)
 
         return self._call(job, self._deadline(2))
 
@@ -391,6 +463,12 @@ class BrowserSession(ConfinedChromium):
         at rest, so one script checks instead that the element exists, has a box, is
         enabled and is what the mouse would hit there, and tells the model why not;
         then the mouse clicks there, as a user's would.
+
+        That check is the click's whole wait for its element, so the click itself is
+        bounded by the action's deadline (``action_timeout_s``), not by
+        ``element_timeout_s``: on a busy machine a forced click (scroll, mouse down and
+        up, a navigation it starts) may take longer than the wait for an element, and
+        it must not be reported as the model's mistake when it is slow.
         """
         if not _ID.fullmatch(element_id):
             raise PageActionError(f"Error: {element_id!r} is not an element id (ids are numbers).")
@@ -402,7 +480,7 @@ class BrowserSession(ConfinedChromium):
         # forced: the checks above stand for Playwright's; it still waits for a navigation
         # the click starts, so the snapshot after it is of the page the click led to
         self._page.locator(f'[{ID_ATTRIBUTE}="{element_id}"]').click(
-            force=True, timeout=self.element_timeout_s * 1000
+            force=True, timeout=self.action_timeout_s * 1000
         )
 
     def _can_go_back(self) -> bool:
@@ -419,8 +497,10 @@ class BrowserSession(ConfinedChromium):
             if not is_playwright_error(exc) or not self.running:
                 raise
 
-    def _snapshot(self) -> PageSnapshot:
-        arg = {"ignore": self.ignore_selector, "maxName": MAX_NAME_CHARS}
+    def _snapshot(self, fresh: bool = False) -> PageSnapshot:
+        """The page as element lines; ``fresh`` numbers its elements anew from 1 (the ids
+        of a page whose episode restarted in place, as a reload would number them)."""
+        arg = {"ignore": self.ignore_selector, "maxName": MAX_NAME_CHARS, "fresh": fresh}
         try:
             data = self._page.evaluate(SNAPSHOT_JS, arg)
         except Exception as exc:
