@@ -162,18 +162,22 @@ def test_more_pending_episodes_than_the_cap_drop_the_oldest_with_a_count_and_a_w
     logging.getLogger("archer_agents").addHandler(messages)
     try:
         call_without_waiting(slow_disk, lambda: [host.game() for _ in range(5)])
+        produced = host.produced
+        # The newest two always stay, and the one the writer had taken when the disk held it
+        # (it is being written, so it is not dropped): two or three, in production order.
+        kept = recorder.unwritten
+        dropped = [episode_id for episode_id in produced if episode_id not in kept]
+        # Late feedback for a dropped episode is no error of the host's: logged, ignored.
+        assert host.call(lambda: recorder.feedback(dropped[0], 0.0)) == dropped[0]
     finally:
         logging.getLogger("archer_agents").removeHandler(messages)
-    produced = host.produced
     assert host.raised == []
-    # The newest two always stay, and the one the writer had taken when the disk held it
-    # (it is being written, so it is not dropped): two or three, in production order.
-    kept = recorder.unwritten
     assert kept[-2:] == produced[-2:] and len(kept) in (2, 3)
     assert kept == [episode_id for episode_id in produced if episode_id in kept]
-    assert recorder.dropped == len(produced) - len(kept)
+    assert recorder.dropped == len(dropped) == len(produced) - len(kept)
     warned = [line.split()[3].rstrip(":") for line in messages.lines if "dropped episode" in line]
-    assert warned == [episode_id for episode_id in produced if episode_id not in kept]
+    assert warned == dropped
+    assert f"WARNING feedback for episode {dropped[0]} ignored" in "\n".join(messages.lines)
 
     slow_disk.release.set()
     recorder.close()

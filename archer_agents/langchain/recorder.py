@@ -207,6 +207,7 @@ class EpisodeRecorder(BaseCallbackHandler):
         self._pending: deque[_Pending] = deque()
         self._in_flight: _Pending | None = None  # the one being written (still in _pending)
         self._drops: list[tuple[str, int]] = []  # to warn about once the lock is released
+        self._dropped_ids: OrderedDict[str, None] = OrderedDict()  # the latest max_waiting
         self._episodes_written = 0
         # The writer thread: it runs while passes are asked for (`_asked`) that it has not
         # done (`_done`), and closes the log after the pass that covers `_close_after`.
@@ -250,12 +251,22 @@ class EpisodeRecorder(BaseCallbackHandler):
         """Give an episode its reward (on its last transition); returns the episode id.
 
         The episode is handed to the writer thread and this returns at once (see `drain`).
-        Feedback for a run still going is applied when it ends.
+        Feedback for a run still going is applied when it ends; feedback for an episode
+        dropped past ``max_unwritten`` is logged and ignored.
         """
         reward = float(reward)
         if not math.isfinite(reward):
             raise ValueError(f"reward must be a finite number, got {reward}")
         with self._lock:
+            key = str(run_or_episode_id)
+            if key in self._dropped_ids and not self._known(key):
+                # A slow or failing disk is no reason to raise into the host.
+                logger.warning(
+                    "feedback for episode %s ignored: it was dropped (max_unwritten) before "
+                    "it could be written",
+                    key,
+                )
+                return key
             episode_id = self._resolve(run_or_episode_id)
             root = uuid.UUID(episode_id)
             if root in self._traces:
@@ -575,11 +586,17 @@ class EpisodeRecorder(BaseCallbackHandler):
             metadata=metadata,
         )
 
+    def _known(self, episode_id: str) -> bool:
+        """Whether some version of ``episode_id`` is waiting, queued or written."""
+        return (
+            episode_id in self._waiting
+            or episode_id in self._written
+            or any(entry.episode_id == episode_id for entry in self._pending)
+        )
+
     def _resolve(self, key: str | uuid.UUID) -> str:
         text = str(key)
-        if text in self._waiting or text in self._written:
-            return text
-        if any(entry.episode_id == text for entry in self._pending):
+        if self._known(text):
             return text
         try:
             run_id = uuid.UUID(text)
@@ -607,8 +624,8 @@ class EpisodeRecorder(BaseCallbackHandler):
     def _latest(self, episode_id: str) -> tuple[Episode, int]:
         """The newest version of a handed-over episode, and the revision its successor gets.
 
-        A version kept after a failed write is replaced (the successor takes its revision
-        and its place in memory); one that is queued, being written or written stays.
+        A version kept after a failed write is replaced (the successor takes its revision);
+        one that is queued, being written or written stays, and the successor follows it.
         """
         for entry in reversed(self._pending):
             if entry.episode_id == episode_id:
@@ -643,6 +660,9 @@ class EpisodeRecorder(BaseCallbackHandler):
             excess -= 1
             self.dropped += 1
             self._drops.append((entry.episode_id, self.dropped))
+            self._dropped_ids[entry.episode_id] = None
+            while len(self._dropped_ids) > self.max_waiting:
+                self._dropped_ids.popitem(last=False)
         self._pending.extendleft(front)
 
     def _warn_dropped(self) -> None:
