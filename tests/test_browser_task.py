@@ -223,6 +223,37 @@ def test_the_command_line_resolver_takes_a_task_file(tmp_path) -> None:
         env_factory(str(example_tasks()["find-contact"]), ["no_such_option=1"])
 
 
+def test_archer_envs_lists_the_task_file_environment(monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from archer_agents.cli.app import full_app
+    from archer_agents.cli.common import console
+
+    monkeypatch.setattr(console, "_width", 200)  # one table row a line
+    result = CliRunner().invoke(full_app(), ["envs"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if "PATH.yaml | PATH.json" in line)
+    assert "archer_agents.environments.browser_task.env:BrowserTaskEnv" in row
+    text = " ".join(result.output.split())
+    assert "archer/BrowserTask-v0 with --env-arg task=PATH" in text
+    assert "miniwob.click-button-v0" in text  # alongside the registered ones
+
+
+@browser
+def test_the_registered_id_with_a_task_argument_is_the_task_file(tmp_path) -> None:
+    from archer_agents.cli.common import env_factory
+    from archer_agents.environments.browser_task.env import BrowserTaskEnv
+    from archer_agents.environments.registration import BROWSER_TASK_ID
+
+    path = example_tasks()["find-contact"]
+    env = env_factory(BROWSER_TASK_ID, [f"task={path}"])()  # what `archer envs` says
+    try:
+        assert isinstance(env.unwrapped, BrowserTaskEnv)
+        assert env.unwrapped.task == read_task(path)[0]
+    finally:
+        env.close()
+
+
 @browser
 def test_the_next_episode_sees_nothing_of_the_last(make_env, tmp_path) -> None:
     env = make_env(example_tasks()["find-contact"])
@@ -296,3 +327,30 @@ def test_a_click_lands_where_a_user_s_would_or_says_why_not(make_env, tmp_path) 
     click("button", "Close")
     last, info = click("button", "Under")
     assert not info["invalid_action"] and title() == "under clicked"
+
+
+@browser
+def test_a_click_is_not_bounded_by_the_wait_for_an_element(make_env, tmp_path) -> None:
+    """The check in the page is a click's whole wait for its element; the forced click after
+    it has the action's deadline. Bounded by ``element_timeout_s`` instead, a click on a busy
+    machine was reported as the model's mistake ('Timeout 1000ms exceeded'), which made the
+    click-checkboxes solver fail under load; a 1 ms element wait shows it on any machine."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text(CLICK_PAGE)
+    task = _write(
+        tmp_path,
+        "click.yaml",
+        "instruction: x\nsite: site\nstart_url: /index.html\n"
+        "success: {text_present: never}\nmax_steps: 20\n",
+    )
+    env = make_env(task, element_timeout_s=0.001)
+    env.reset()
+    for role, name in (("label", "Tick me"), ("button", "Far")):
+        element = env.snapshot.find(role, name)[0].element_id
+        obs, *_, info = env.step(f'click("{element}")')
+        assert not info["invalid_action"], obs.splitlines()[-1]
+    assert env.snapshot.find("checkbox")[0].checked
+    assert env.browser.evaluate("() => document.title") == "far clicked"
+    element = env.snapshot.find("button", "Off")[0].element_id  # mistakes are still told
+    obs, *_, info = env.step(f'click("{element}")')
+    assert info["invalid_action"] and "is disabled" in obs.splitlines()[-1]

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from archer_agents.cli.common import (
     EnvArgs,
+    TemperatureOption,
     UserError,
     collect_with_progress,
     console,
@@ -29,17 +30,34 @@ from archer_agents.cli.common import (
 ENV_HELP = "Environment: a registered id (archer envs) or module:id (the module registers it)."
 
 
+TASK_FILE_ROW = "PATH.yaml | PATH.json"
+"""How `archer envs` names the task-file environment: a task file's path is an ENV."""
+
+
 def envs_command() -> None:
-    """List the registered environments."""
+    """List the registered environments, and the browser task file as an environment."""
     import gymnasium as gym
 
-    from archer_agents.environments.registration import miniwob_ids, registered_ids
+    from archer_agents.environments.registration import (
+        BROWSER_TASK_ID,
+        miniwob_ids,
+        registered_ids,
+    )
 
-    table = Table(title="archer environments")
+    table = Table(
+        title="archer environments",
+        caption=(
+            f"{TASK_FILE_ROW}: a browser task file's path is an environment wherever ENV goes "
+            f"(archer rollout tasks/mine.yaml), the same as {BROWSER_TASK_ID} with "
+            "--env-arg task=PATH; examples: archer_agents/environments/browser_task/tasks/, "
+            "the file's fields: docs/guides/browser-tasks.md."
+        ),
+    )
     table.add_column("id")
     table.add_column("entry point")
     for env_id in [*registered_ids(), *miniwob_ids()]:
         table.add_row(env_id, str(gym.spec(env_id).entry_point))
+    table.add_row(TASK_FILE_ROW, str(gym.spec(BROWSER_TASK_ID).entry_point))
     console.print(table)
 
 
@@ -104,9 +122,7 @@ def rollout_command(
     ),
     split: Annotated[str, typer.Option(help="Task split.")] = "train",
     num_envs: Annotated[int, typer.Option(help="Environments played side by side.", min=1)] = 32,
-    temperature: Annotated[
-        float, typer.Option(help="Sampling temperature (model policies).")
-    ] = 1.0,
+    temperature: TemperatureOption = 1.0,
     max_new_tokens: Annotated[int, typer.Option(help="Longest utterance in tokens.", min=1)] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the first episode.")] = 0,
     env_args: EnvArgs = None,
@@ -166,9 +182,7 @@ def eval_command(
     ] = 200,
     split: Annotated[str, typer.Option(help="Task split.")] = "test",
     num_envs: Annotated[int, typer.Option(help="Environments played side by side.", min=1)] = 64,
-    temperature: Annotated[
-        float, typer.Option(help="Sampling temperature (model policies).")
-    ] = 1.0,
+    temperature: TemperatureOption = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the first episode.")] = 10_000,
     env_args: EnvArgs = None,
     max_new_tokens: Annotated[int, typer.Option(help="Longest utterance in tokens.", min=1)] = 32,
