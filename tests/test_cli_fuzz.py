@@ -7,12 +7,15 @@ overflows, random bytes for a log or export) and runs it with Typer's
 and, when it fails, one line saying what is wrong (``error: ...``, or Click's
 usage message naming the option); no exception escapes. The command lines are
 chosen to stop at validation or do a few scripted episodes, so no model is
-ever loaded and the file runs in seconds.
+ever loaded and the file runs in seconds. Float options (``--temperature``,
+``--lr``, ``--archer-minutes``) refuse NaN and infinity, however spelt, as a
+usage error naming the option, before the command does anything.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import string
 from pathlib import Path
 
@@ -94,6 +97,7 @@ def test_rollout_counts_and_numbers(
     assert_named(result)
     if result.exit_code == 0:  # only a small, valid count can have run
         assert 1 <= int(episodes) <= 2**70
+        assert 0 <= float(temperature) < math.inf  # never NaN, infinite or negative
 
 
 # A valid count that plays no more than a few scripted episodes.
@@ -211,3 +215,53 @@ def test_every_log_reading_command_offers_the_same_lenient_option() -> None:
     for command in ("bc", "train", "import-langsmith"):
         text = invoke(command, "--help").output
         assert "--lenient" in text and "--strict" in text, command
+
+
+NON_FINITE = ["nan", "NaN", "-nan", "inf", "+inf", "-inf", "Infinity", "-Infinity", "1e999"]
+"""What Click's float type reads as NaN or an infinity."""
+GUARD = "not-a-number"
+"""Given to an integer option after the float under test: if the float were taken, the command
+would still stop (naming the other option) instead of running."""
+FLOAT_OPTIONS = {
+    "rollout --temperature": ["rollout", ENV, "--policy", "expert", "--temperature"],
+    "eval --temperature": ["eval", ENV, "--policy", "expert", "--temperature"],
+    "browse --temperature": ["browse", "login", "--out", "browse-out", "--temperature"],
+    "bc --lr": ["bc", "log.jsonl", "--model", "m", "--out", "o", "--lr"],
+    "quickstart --archer-minutes": ["quickstart", "--archer-minutes"],
+}
+GUARDS = {"bc": "--steps", "quickstart": "--bc-steps"}
+
+
+@FAST
+@given(option=st.sampled_from(sorted(FLOAT_OPTIONS)), spelling=st.sampled_from(NON_FINITE))
+def test_nan_and_infinity_in_a_float_option_are_a_usage_error(option: str, spelling: str) -> None:
+    command, name = option.split()
+    argv = [*FLOAT_OPTIONS[option], spelling, GUARDS.get(command, "--episodes"), GUARD]
+    result = invoke(*argv)
+    assert_named(result)
+    assert result.exit_code == 2
+    text = " ".join(result.output.replace("│", " ").split())  # the error box, unwrapped
+    assert f"Invalid value for '{name}': {float(spelling)} is not a finite number" in text
+
+
+@FAST
+@given(
+    command=st.sampled_from(["rollout", "eval", "browse"]),
+    value=st.floats(max_value=-1e-300, allow_infinity=False),
+)
+def test_a_negative_temperature_is_a_usage_error(command: str, value: float) -> None:
+    argv = [*FLOAT_OPTIONS[f"{command} --temperature"], repr(value), "--episodes", GUARD]
+    result = invoke(*argv)
+    assert result.exit_code == 2
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "Invalid value for '--temperature'" in text and "is below 0 (0 is greedy)" in text
+
+
+def test_a_finite_temperature_is_taken(out_dir: Path) -> None:
+    out = out_dir / "temperature.jsonl"
+    for value in ("0", "0.7", "1e-3"):
+        result = invoke(
+            "rollout", ENV, "--policy", "expert", "--out", str(out), "--episodes", "1",
+            "--num-envs", "1", "--temperature", value,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output

@@ -6,7 +6,10 @@ problem came from; nothing else escapes (no ValueError from a number past the
 digit limit, no RecursionError from deep nesting, no TypeError from a key set
 inside a plain value, no endless loop on a YAML alias that holds itself). A
 config that loads holds only finite numbers, and an override that is accepted
-is the value the config holds.
+is the value the config holds. In particular NaN and infinity, however they are
+spelt (``nan``, ``inf``, ``Infinity``, ``.inf``, ``1e999``, quoted), are refused
+for every float field of every algorithm, sampling temperature included, with
+one line that names the key.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from archer_agents.cli.run_config import algorithm_classes, run_config_class
+from archer_agents.cli.run_config import ALGORITHMS, algorithm_classes, run_config_class
 from archer_agents.training.config import (
     ConfigError,
     load_config,
@@ -57,6 +60,8 @@ HOSTILE = [
     "-.inf",
     "1e999",
     "nan",
+    "inf",
+    "-Infinity",
     "!!python/object/apply:os.system ['true']",
     "2020-01-01",
     "~",
@@ -209,3 +214,79 @@ def test_a_config_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     path.write_bytes(b"trainer:\n  iterations: \xff\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         read_config_file(path)
+
+
+NON_FINITE = [
+    "nan",
+    "NaN",
+    "-nan",
+    "inf",
+    "+inf",
+    "-inf",
+    "INF",
+    "Infinity",
+    "-Infinity",
+    " inf ",
+    "1e999",
+    "-1e999",
+    ".nan",
+    ".inf",
+    "-.inf",
+    '"inf"',
+    "'nan'",
+]
+"""Every way a command line or file can spell NaN or an infinity."""
+NEEDS = {"offline_archer": {"data": ["episodes.jsonl"]}}
+"""Algorithm fields without a default (what `archer train` gets from its options)."""
+
+
+def float_fields(model: type[BaseModel]) -> list[str]:
+    return [name for name, field in model.model_fields.items() if "float" in str(field.annotation)]
+
+
+FLOAT_KEYS = [
+    (name, f"algorithm.{field}")
+    for name in ALGORITHMS
+    if name != "offline_then_online"  # its sections are offline_archer's and archer's
+    for field in float_fields(algorithm_classes(name)[1])
+] + [("archer", f"trainer.{field}") for field in float_fields(TrainerConfig)]
+
+
+def test_the_float_fields_under_test_include_every_sampling_temperature() -> None:
+    keys = {key for _, key in FLOAT_KEYS}
+    assert "algorithm.temperature" in keys and "trainer.time_budget_s" in keys
+    with_temperature = {name for name, key in FLOAT_KEYS if key == "algorithm.temperature"}
+    assert with_temperature == {"archer", "chai", "filtered_bc", "offline_archer"}
+
+
+@FAST
+@given(key=st.sampled_from(FLOAT_KEYS), spelling=st.sampled_from(NON_FINITE))
+def test_no_float_field_takes_nan_or_infinity_however_it_is_spelt(
+    key: tuple[str, str], spelling: str
+) -> None:
+    algorithm, dotted = key
+    run = run_config_class(algorithm_classes(algorithm)[1])
+    defaults = {"trainer": {}, "algorithm": NEEDS.get(algorithm, {})}
+    with pytest.raises(ConfigError) as refused:
+        load_config(run, None, [f"{dotted}={spelling}"], defaults=defaults)
+    assert_one_named_line(refused.value, dotted, f"{dotted}=")
+    assert "not a finite number" in str(refused.value)
+
+
+@pytest.mark.parametrize("spelling", ["inf", "-Infinity", "nan", ".inf", ".nan", "'inf'"])
+def test_a_config_file_temperature_of_nan_or_infinity_is_refused(
+    tmp_path: Path, spelling: str
+) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(f"algorithm:\n  temperature: {spelling}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not a finite number") as refused:
+        load_config(RUN, path, defaults=SECTIONS)
+    assert_one_named_line(refused.value, str(path))
+    assert "temperature" in str(refused.value) or ".inf" in spelling or ".nan" in spelling
+
+
+def test_finite_temperatures_are_held_as_given() -> None:
+    for text, value in [("0", 0.0), ("0.7", 0.7), ("1e-3", 1e-3), ("100", 100.0)]:
+        run = run_config_class(algorithm_classes("chai")[1])
+        config = load_config(run, None, [f"algorithm.temperature={text}"], defaults=SECTIONS)
+        assert config.algorithm.temperature == value  # type: ignore[attr-defined]

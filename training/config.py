@@ -339,7 +339,7 @@ def load_config(
         _set(data, resolved, value, source)
         sources[".".join(resolved)] = source
     try:
-        return config_cls.model_validate(data)
+        config = config_cls.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_explain(error, config_cls, sources)) from None
     except (TypeError, RecursionError) as error:  # a validator that did not expect the type
@@ -347,6 +347,47 @@ def load_config(
             f"invalid {config_cls.__name__} from {', '.join(sorted(set(sources.values())))}: "
             f"{type(error).__name__}: {_short(str(error), 160)}"
         ) from None
+    found = _non_finite_field(config)
+    if found is not None:
+        # Text such as "inf" reads as a string and pydantic turns it into a float.
+        location, value = found
+        where = sources.get(location, "defaults")
+        raise ConfigError(
+            f"invalid {config_cls.__name__}: {location} (got {value}) from {where}: {_NOT_FINITE}"
+        )
+    return config
+
+
+_NOT_FINITE = "not a finite number (NaN or infinity); give a finite value"
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether ``value`` is, or is text that pydantic reads as, NaN or an infinity."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return False
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _non_finite_field(value: Any, location: str = "") -> tuple[str, float] | None:
+    """The first float inside a validated config (dotted location) that is not finite."""
+    if isinstance(value, float):
+        return (location, value) if not math.isfinite(value) else None
+    if isinstance(value, BaseModel):
+        items: Any = ((name, getattr(value, name)) for name in type(value).model_fields)
+    elif isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite_field(item, f"{location}.{key}" if location else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def _explain(error: ValidationError, model: type[BaseModel], sources: Mapping[str, str]) -> str:
@@ -356,6 +397,8 @@ def _explain(error: ValidationError, model: type[BaseModel], sources: Mapping[st
         message = item["msg"]
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]
+        if _non_finite(item.get("input")):  # "nan" fails a bound first: say what is wrong
+            message = _NOT_FINITE
         where = sources.get(location)
         if where is None:  # a model-level validator: name every source involved
             where = ", ".join(sorted(set(sources.values()))) or "defaults"

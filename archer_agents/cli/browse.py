@@ -24,6 +24,7 @@ import typer
 
 from archer_agents.cli.common import (
     EnvArgs,
+    TemperatureOption,
     UserError,
     console,
     env_factory,
@@ -132,9 +133,7 @@ def browse_command(
         str | None, typer.Option(help="With a server URL: the served model's tokenizer folder.")
     ] = None,
     episodes: Annotated[int, typer.Option(help="Episodes to run.")] = 1,
-    temperature: Annotated[
-        float, typer.Option(help="Sampling temperature (model policies).")
-    ] = 1.0,
+    temperature: TemperatureOption = 1.0,
     max_new_tokens: Annotated[int, typer.Option(help="Longest action in tokens.")] = 48,
     seed: Annotated[int, typer.Option(help="Seed of the first episode.")] = 0,
     env_args: EnvArgs = None,

@@ -13,6 +13,7 @@ the default, or ``--strict``) and reads them with `read_logs`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -53,6 +54,28 @@ LenientOption = Annotated[
     ),
 ]
 """The option every command that reads episode logs takes."""
+
+
+def finite_number(value: float) -> float:
+    """Option callback: refuse NaN and infinities (Click's float type reads ``nan``, ``inf``
+    and ``1e999``) as a usage error, before the command does anything."""
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+def sampling_temperature(value: float) -> float:
+    """Option callback for ``--temperature``: a finite number, 0 (greedy) or more."""
+    if finite_number(value) < 0:
+        raise typer.BadParameter(f"{value} is below 0 (0 is greedy)")
+    return value
+
+
+TemperatureOption = Annotated[
+    float,
+    typer.Option(help="Sampling temperature (model policies).", callback=sampling_temperature),
+]
+"""The ``--temperature`` option of every command that samples from a policy."""
 
 
 class UserError(Exception):

@@ -14,6 +14,7 @@ from archer_agents.cli.common import (
     UserError,
     console,
     env_factory,
+    finite_number,
     looks_like_hub_id,
     merge_scope,
     parse_env_args,
@@ -178,7 +179,7 @@ def bc_command(
     out: Annotated[Path, typer.Option(help="Directory for the trained policy.")],
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 1500,
     batch_size: Annotated[int, typer.Option(help="Utterances per step.")] = 64,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-3,
+    lr: Annotated[float, typer.Option(help="Learning rate.", callback=finite_number)] = 3e-3,
     lora: Annotated[
         bool, typer.Option(help="Train a LoRA adapter instead of all weights.")
     ] = False,

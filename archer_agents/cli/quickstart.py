@@ -58,6 +58,7 @@ from archer_agents.cli.common import (
     collect_with_progress,
     console,
     env_factory,
+    finite_number,
     merge_scope,
     progress_bar,
     run_command,
@@ -90,7 +91,8 @@ def quickstart_command(
     data_episodes: Annotated[int, typer.Option(help="Teacher episodes to clone.")] = 1500,
     bc_steps: Annotated[int, typer.Option(help="Behaviour-cloning steps.")] = 700,
     archer_minutes: Annotated[
-        float, typer.Option(help="Time budget of the ArCHer phase, in minutes.")
+        float,
+        typer.Option(help="Time budget of the ArCHer phase, in minutes.", callback=finite_number),
     ] = 7.0,
     eval_episodes: Annotated[int, typer.Option(help="Test episodes per policy.")] = 520,
     merge_within: Annotated[

@@ -38,9 +38,9 @@ def policy_prompt(transition: Transition, *, retokenize: bool = False) -> Prompt
 
 
 class SamplingParams(BaseModel):
-    """How to sample one utterance."""
+    """How to sample one utterance. NaN and infinities are refused in every field."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     max_new_tokens: int = Field(32, ge=1)
     """Longest utterance in tokens, the end-of-utterance token included."""
