@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -242,6 +243,7 @@ def main() -> None:
     started = time.perf_counter()
     archer = Archer(archer_config(args.max_new_tokens, batch=16, warmup=2), policy)
     run = Path(".cache/smollm2-tools-run")
+    shutil.rmtree(run, ignore_errors=True)  # every run starts ArCHer from this run's clone
     trainer = Trainer(
         archer,
         ENV_ID,

@@ -135,6 +135,7 @@ def test_a_deployed_agent_is_retrained_from_its_own_log_and_follows_each_new_ver
                 if late_feedback:  # written once without its reward, then again with it
                     recorder.flush()
                 recorder.feedback(recorder.last_episode_id or "", reward, success=won)
+            recorder.drain()  # the recorder writes in the background
             episodes, _ = read_episodes(log)
             return latest_revisions(episodes)[-games:]
 
