@@ -329,28 +329,55 @@ def test_a_click_lands_where_a_user_s_would_or_says_why_not(make_env, tmp_path) 
     assert not info["invalid_action"] and title() == "under clicked"
 
 
+FIELDS_PAGE = """<!doctype html><html><body>
+<label><input type="checkbox"> Tick me</label>
+<input aria-label="Name"> <input aria-label="Fixed" readonly value="x">
+<select aria-label="Topic"><option>Billing</option><option value="s">Support</option></select>
+<button onclick="document.title = 'sent ' + document.querySelector('select').value">Send</button>
+<button disabled>Off</button>
+</body></html>"""
+
+
 @browser
-def test_a_click_is_not_bounded_by_the_wait_for_an_element(make_env, tmp_path) -> None:
-    """The check in the page is a click's whole wait for its element; the forced click after
-    it has the action's deadline. Bounded by ``element_timeout_s`` instead, a click on a busy
-    machine was reported as the model's mistake ('Timeout 1000ms exceeded'), which made the
-    click-checkboxes solver fail under load; a 1 ms element wait shows it on any machine."""
+def test_actions_are_not_bounded_by_the_wait_for_an_element(make_env, tmp_path) -> None:
+    """A script in the page checks a click's, fill's or select's element at once; the
+    forced action after it has the action's deadline. Bounded by ``element_timeout_s``
+    instead, actions on a busy machine were reported as the model's mistakes ('Timeout
+    1000ms exceeded'), which made the click-checkboxes (and login-user) solvers fail under
+    load; a 1 ms element wait shows it on any machine."""
     (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "index.html").write_text(CLICK_PAGE)
+    (tmp_path / "site" / "index.html").write_text(FIELDS_PAGE)
     task = _write(
         tmp_path,
-        "click.yaml",
+        "fields.yaml",
         "instruction: x\nsite: site\nstart_url: /index.html\n"
         "success: {text_present: never}\nmax_steps: 20\n",
     )
     env = make_env(task, element_timeout_s=0.001)
     env.reset()
-    for role, name in (("label", "Tick me"), ("button", "Far")):
+
+    def act(call: str, role: str, name: str, *args: str) -> tuple[str, dict]:
         element = env.snapshot.find(role, name)[0].element_id
-        obs, *_, info = env.step(f'click("{element}")')
-        assert not info["invalid_action"], obs.splitlines()[-1]
+        quoted = "".join(f", {json.dumps(a)}" for a in args)
+        obs, *_, info = env.step(f'{call}("{element}"{quoted})')
+        return obs.splitlines()[-1], info
+
+    for call, role, name, *args in [
+        ("click", "label", "Tick me"),
+        ("fill", "textbox", "Name", "Ada"),
+        ("select_option", "combobox", "Topic", "Support"),
+        ("click", "button", "Send"),
+    ]:
+        last, info = act(call, role, name, *args)
+        assert not info["invalid_action"], (call, last)
     assert env.snapshot.find("checkbox")[0].checked
-    assert env.browser.evaluate("() => document.title") == "far clicked"
-    element = env.snapshot.find("button", "Off")[0].element_id  # mistakes are still told
-    obs, *_, info = env.step(f'click("{element}")')
-    assert info["invalid_action"] and "is disabled" in obs.splitlines()[-1]
+    assert env.snapshot.find("textbox", "Name")[0].value == "Ada"
+    assert env.browser.evaluate("() => document.title") == "sent s"
+    for call, role, name, *args, message in [  # mistakes are still told, at once
+        ("click", "button", "Off", "is disabled"),
+        ("fill", "textbox", "Fixed", "y", "is read-only"),
+        ("select_option", "combobox", "Topic", "Sales", 'has no option "Sales"'),
+        ("fill", "button", "Send", "y", "fill failed"),
+    ]:
+        last, info = act(call, role, name, *args)
+        assert info["invalid_action"] and message in last, (call, last)

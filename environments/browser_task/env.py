@@ -86,8 +86,8 @@ class BrowserTaskEnv(BrowserTextEnv):
             then ``chromium`` on PATH).
         action_timeout_s: deadline of one browser operation; past it the browser is
             considered hung, restarted, and the episode fails.
-        element_timeout_s: how long an action waits for its element before it is
-            reported as the model's mistake.
+        element_timeout_s: how long ``read_text`` waits for its element (click, fill
+            and select check theirs in the page at once; `BrowserSession`).
         viewport: browser viewport (width, height).
         trace: record a Playwright trace of each episode (`save_trace` writes it).
         contexts_per_browser: environments of this process share a Chromium, each in its

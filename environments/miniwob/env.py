@@ -165,8 +165,8 @@ class MiniWoBEnv(BrowserTextEnv):
             then ``chromium`` on PATH).
         action_timeout_s: deadline of one browser operation; past it the browser is
             considered hung, restarted, and the episode fails.
-        element_timeout_s: how long an action waits for its element before it is
-            reported as the model's mistake.
+        element_timeout_s: how long ``read_text`` waits for its element (click, fill
+            and select check theirs in the page at once; `BrowserSession`).
         viewport: browser viewport (width, height).
         screenshot: put a PNG of the viewport after every reset and step in
             ``info["screenshot"]`` (bytes); the text observation is unchanged.

@@ -151,6 +151,25 @@ _CLICK_POINT_JS = r"""
 """
 """Where a click on an element lands, or why it cannot (run in the page)."""
 
+_FIELD_JS = r"""
+([selector, kind, value]) => {
+  const el = document.querySelector(selector);
+  if (!el) return {missing: true};
+  const r = el.getBoundingClientRect();
+  if (r.width === 0 || r.height === 0 || getComputedStyle(el).visibility === 'hidden') {
+    return {error: 'is not visible'};
+  }
+  if (el.disabled) return {error: 'is disabled'};
+  if (kind === 'fill' && el.readOnly) return {error: 'is read-only'};
+  if (kind === 'select_option' && el.tagName === 'SELECT' &&
+      !Array.from(el.options).some((o) => o.value === value || o.label === value)) {
+    return {error: `has no option ${JSON.stringify(value)}`};
+  }
+  return {};
+}
+"""
+"""Why a fill or a select on an element cannot be done now, if it cannot (run in the page)."""
+
 _QUIET_PAGE_JS = r"""
 (url) => {
   if (document.activeElement && document.activeElement !== document.body) {
@@ -256,8 +275,10 @@ class BrowserSession(ConfinedChromium):
 
     Args: those of `ConfinedChromium`, plus
         ignore_selector: elements (and their subtrees) the snapshot leaves out.
-        element_timeout_s: how long an action waits for its element to be actionable
-            before it is reported as the model's mistake.
+        element_timeout_s: how long ``read_text`` waits for its element's text. Click,
+            fill and select do not wait: a script in the page checks their element at
+            once (the model is told why it cannot be used), and the action after it is
+            bounded by ``action_timeout_s``, so a busy machine does not make it a mistake.
         reuse_context: start an episode in the last one's page, cleared, where that is
             safe (`ConfinedChromium.reuse_page`), rather than in a new context.
     """
@@ -425,9 +446,13 @@ class BrowserSession(ConfinedChromium):
         if kind == "click":
             self._click(action.element_id)
         elif kind == "fill":
-            self._locator(action.element_id).fill(action.text, timeout=timeout)
+            self._checked_field(action).fill(
+                action.text, force=True, timeout=self.action_timeout_s * 1000
+            )
         elif kind == "select_option":
-            self._locator(action.element_id).select_option(action.text, timeout=timeout)
+            self._checked_field(action).select_option(
+                action.text, force=True, timeout=self.action_timeout_s * 1000
+            )
         elif kind == "press":
             if not action.text:
                 raise PageActionError('Error: press needs a key, e.g. press("Enter").')
@@ -482,6 +507,28 @@ class BrowserSession(ConfinedChromium):
         self._page.locator(f'[{ID_ATTRIBUTE}="{element_id}"]').click(
             force=True, timeout=self.action_timeout_s * 1000
         )
+
+    def _checked_field(self, action: PageAction) -> Any:
+        """The locator of a fill's or select's element, checked in the page first.
+
+        As for `_click`: one script checks what Playwright would wait for (the element
+        is there, has a box, is enabled, not read-only; a select has the option), tells
+        the model why not, and the forced action after it is bounded by the action's
+        deadline, so a slow machine does not turn it into the model's mistake. What
+        only Playwright knows (an element that cannot be filled at all) fails at once.
+        """
+        element_id = action.element_id
+        if not _ID.fullmatch(element_id):
+            raise PageActionError(f"Error: {element_id!r} is not an element id (ids are numbers).")
+        selector = f'[{ID_ATTRIBUTE}="{element_id}"]'
+        where = self._page.evaluate(_FIELD_JS, [selector, action.kind, action.text])
+        if "missing" in where:
+            raise PageActionError(f"Error: there is no element [{element_id}] on the page.")
+        if "error" in where:
+            raise PageActionError(
+                f"Error: {action.kind} failed: element [{element_id}] {where['error']}."
+            )
+        return self._page.locator(selector).first
 
     def _can_go_back(self) -> bool:
         """Whether the previous history entry exists and is on an allowed origin (the
