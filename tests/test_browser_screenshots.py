@@ -79,3 +79,26 @@ def test_task_file_screenshots_and_none_after_a_browser_failure() -> None:
         assert png_size(info["screenshot"]) == (700, 500)
     finally:
         env.close()
+
+
+def test_an_episode_log_keeps_a_screenshots_size_not_its_bytes(tmp_path) -> None:
+    pytest.importorskip("miniwob")
+    import gymnasium as gym
+
+    from archer_agents.data.episode_log import EpisodeWriter, read_episodes
+    from archer_agents.training.rollout import ScriptedActor, collect
+
+    log = tmp_path / "episodes.jsonl"
+    with EpisodeWriter(log) as writer:
+        collect(
+            lambda: gym.make("archer/miniwob.click-button-v0", screenshot=True),
+            ScriptedActor("expert", seed=0),
+            1,
+            num_envs=1,
+            writer=writer,
+        )
+    (episode,), _ = read_episodes(log)
+    note = episode.transitions[0].info["screenshot"]
+    assert note.startswith("<PNG, ") and note.endswith(" bytes>"), note
+    assert int(note.split()[1]) > 1000  # the size of a real viewport's PNG
+    assert log.stat().st_size < 20_000  # no escaped image in the log

@@ -237,6 +237,7 @@ def test_archer_envs_lists_the_task_file_environment(monkeypatch) -> None:
     text = " ".join(result.output.split())
     assert "archer/BrowserTask-v0 with --env-arg task=PATH" in text
     assert "miniwob.click-button-v0" in text  # alongside the registered ones
+    assert "archer/miniwob.suite-v0" in text
 
 
 @browser

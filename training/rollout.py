@@ -258,9 +258,23 @@ def _env_name(env: gym.Env[str, str]) -> str:
 
 
 def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
-    """Keep ``info`` JSON-serialisable (values that are not become strings)."""
+    """Keep ``info`` JSON-serialisable (values that are not become strings).
+
+    Binary values (a browser's ``screenshot`` PNG) are not episode data: the log keeps
+    only their size, ``"<PNG, 48213 bytes>"``, instead of megabytes of escaped bytes.
+    """
+    if any(isinstance(value, bytes | bytearray) for value in info.values()):
+        info = {
+            key: _binary_note(value) if isinstance(value, bytes | bytearray) else value
+            for key, value in info.items()
+        }
     try:
         json.dumps(info)
         return dict(info)
     except (TypeError, ValueError):
         return json.loads(json.dumps(info, default=str))
+
+
+def _binary_note(value: bytes | bytearray) -> str:
+    kind = "PNG, " if bytes(value[:8]) == b"\x89PNG\r\n\x1a\n" else ""
+    return f"<{kind}{len(value)} bytes>"

@@ -40,6 +40,7 @@ def envs_command() -> None:
 
     from archer_agents.environments.registration import (
         BROWSER_TASK_ID,
+        MINIWOB_SUITE_ID,
         miniwob_ids,
         registered_ids,
     )
@@ -55,7 +56,7 @@ def envs_command() -> None:
     )
     table.add_column("id")
     table.add_column("entry point")
-    for env_id in [*registered_ids(), *miniwob_ids()]:
+    for env_id in [*registered_ids(), *miniwob_ids(), MINIWOB_SUITE_ID]:
         table.add_row(env_id, str(gym.spec(env_id).entry_point))
     table.add_row(TASK_FILE_ROW, str(gym.spec(BROWSER_TASK_ID).entry_point))
     console.print(table)
