@@ -36,7 +36,7 @@ import gymnasium as gym
 import torch
 
 from archer_agents.data.schema import Episode
-from archer_agents.environments.miniwob.suite import split_task_id
+from archer_agents.environments.miniwob.suite import DEFAULT_SELECTION, split_task_id
 from archer_agents.environments.registration import MINIWOB_SUITE_ID
 from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.policies.protocol import SamplingParams
@@ -51,7 +51,7 @@ from archer_agents.training.rollout import ScriptedActor, collect, split_task_id
 from archer_agents.training.trainer import Trainer
 from archer_agents.training.trainer_config import TrainerConfig
 
-SELECTION = ("click-button", "click-link", "click-option", "enter-text")
+SELECTION = DEFAULT_SELECTION
 """Tasks random play mostly fails (0.5, 0.5, 0.2, 0.0 in benchmarks/results/browser_speed.md)."""
 NUM_ENVS = 4
 

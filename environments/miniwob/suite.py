@@ -20,8 +20,9 @@ from typing import Any
 from archer_agents.environments.miniwob.env import MiniWoBEnv
 from archer_agents.environments.miniwob.tasks import SOLVERS, TASKS, TEST_SEEDS, TRAIN_SEEDS
 
-DEFAULT_SELECTION: tuple[str, ...] = ("click-button", "click-link", "focus-text", "click-dialog")
-"""One-action tasks with scripted solvers: a small model can learn them from the page."""
+DEFAULT_SELECTION: tuple[str, ...] = ("click-button", "click-link", "click-option", "enter-text")
+"""Tasks with scripted solvers that random play seldom wins (click-dialog and focus-text it
+always wins): clicking the named element, choosing an option, typing the given text."""
 
 
 def split_task_id(task_id: str) -> tuple[str, str]:
