@@ -19,6 +19,18 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
+def _one_page_task(tmp_path: Path, html: str) -> Path:
+    """A task file over a one-page site of ``html`` that never succeeds (20 steps)."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text(html)
+    return _write(
+        tmp_path,
+        "page.yaml",
+        "instruction: x\nsite: site\nstart_url: /index.html\n"
+        "success: {text_present: never}\nmax_steps: 20\n",
+    )
+
+
 GOOD = {
     "instruction": "Open the form.",
     "start_url": "http://127.0.0.1:8000/index.html",
@@ -298,14 +310,7 @@ CLICK_PAGE = """<!doctype html><html><body>
 
 @browser
 def test_a_click_lands_where_a_user_s_would_or_says_why_not(make_env, tmp_path) -> None:
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "index.html").write_text(CLICK_PAGE)
-    task = _write(
-        tmp_path,
-        "click.yaml",
-        "instruction: x\nsite: site\nstart_url: /index.html\n"
-        "success: {text_present: never}\nmax_steps: 20\n",
-    )
+    task = _one_page_task(tmp_path, CLICK_PAGE)
     env = make_env(task)
     env.reset()
 
@@ -346,14 +351,7 @@ def test_actions_are_not_bounded_by_the_wait_for_an_element(make_env, tmp_path) 
     instead, actions on a busy machine were reported as the model's mistakes ('Timeout
     1000ms exceeded'), which made the click-checkboxes (and login-user) solvers fail under
     load; a 1 ms element wait shows it on any machine."""
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "index.html").write_text(FIELDS_PAGE)
-    task = _write(
-        tmp_path,
-        "fields.yaml",
-        "instruction: x\nsite: site\nstart_url: /index.html\n"
-        "success: {text_present: never}\nmax_steps: 20\n",
-    )
+    task = _one_page_task(tmp_path, FIELDS_PAGE)
     env = make_env(task, element_timeout_s=0.001)
     env.reset()
 

@@ -51,9 +51,6 @@ class MiniWoBSuiteEnv(MiniWoBEnv):
         self.selection = selection
         self._suite_task_id = ""
         super().__init__(selection[0], **kwargs)
-        self.scripted_kinds = (
-            ("expert", "random") if all(t in SOLVERS for t in selection) else ("random",)
-        )
         self._ids = {
             "train": [f"{t}:{s}" for s in TRAIN_SEEDS for t in selection],
             "test": [f"{t}:{s}" for s in TEST_SEEDS for t in selection],
@@ -61,10 +58,9 @@ class MiniWoBSuiteEnv(MiniWoBEnv):
 
     def use_task(self, task: str) -> None:
         super().use_task(task)
-        if hasattr(self, "selection"):  # the suite offers what all its tasks offer
-            self.scripted_kinds = (
-                ("expert", "random") if all(t in SOLVERS for t in self.selection) else ("random",)
-            )
+        # the suite offers what all its tasks offer (``selection`` is set before any use_task)
+        solved = all(t in SOLVERS for t in self.selection)
+        self.scripted_kinds = ("expert", "random") if solved else ("random",)
 
     def task_ids(self, split: str = "train") -> Sequence[str]:
         if split not in self._ids:
