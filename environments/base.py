@@ -74,6 +74,10 @@ class TextEnv(gym.Env[str, str]):
     metadata: dict[str, Any] = {"render_modes": ["ansi"]}  # noqa: RUF012  (Gymnasium's name)
     scripted_kinds: tuple[str, ...] = ("expert", "weak", "random")
     """The scripted agents `make_scripted_agent` builds (an environment may offer fewer)."""
+    text_layout: str = "transcript"
+    """How the text observation lays out the episode, for the embedded chat template
+    (`archer_agents.formats.chat_templates.EMBEDDED_CHAT_TEMPLATE`): ``transcript`` (every
+    message, in the tool environments' format), ``questions`` or ``page`` (the latest one)."""
 
     def __init__(
         self,
@@ -110,6 +114,15 @@ class TextEnv(gym.Env[str, str]):
         (`archer_agents.formats.conversation`).
         """
         return [dict(message) for message in self._chat]
+
+    @property
+    def chat_template_kwargs(self) -> dict[str, Any]:
+        """Variables for the policy's chat template (vLLM's ``chat_template_kwargs``).
+
+        The embedded template reads ``text_layout`` and renders the chat messages
+        exactly as this environment's text observation; other templates ignore it.
+        """
+        return {"text_layout": self.text_layout}
 
     # -- tasks --------------------------------------------------------------
     def task_ids(self, split: str = "train") -> Sequence[str]:

@@ -38,6 +38,8 @@ class BrowserTextEnv(TextEnv):
         render_mode: None or 'ansi'.
     """
 
+    text_layout = "page"
+
     def __init__(
         self, *, screenshot: bool = False, max_action_chars: int, render_mode: str | None
     ) -> None:

@@ -17,8 +17,12 @@ survived and otherwise, and the mutation score, and lists the survivors
     python scripts/mutation.py --only losses    # one module
     python scripts/mutation.py --report-only    # re-read results of an earlier run
 
-Results are kept in ``.make/mutation/mutants`` between runs, so a rerun only
-tests mutants whose code or tests changed. ``make mutation`` runs it.
+Results are kept in ``.make/mutation/mutants`` between runs. mutmut reruns
+every mutant it is given by name, so a rerun gives it only the mutants with no
+result yet (an interrupted run resumes where it stopped); ``--all`` tests every
+mutant again (after the mutated code or its tests changed), and ``--mutant NAME``
+tests named ones (a survivor, once a test for it is written).
+``make mutation`` runs it.
 """
 
 from __future__ import annotations
@@ -111,6 +115,20 @@ def results(globs_by_module: dict[str, list[str]]) -> dict[str, dict[str, str]]:
     return found
 
 
+def to_test(globs_by_module: dict[str, list[str]], *, everything: bool) -> list[str]:
+    """What to give mutmut: the globs on a first run (or ``everything``), else the names of
+    the mutants with no result yet."""
+    found = results(globs_by_module)
+    if everything or not any(found.values()):
+        return [g for globs in globs_by_module.values() for g in globs]
+    return sorted(
+        mutant
+        for statuses in found.values()
+        for mutant, status in statuses.items()
+        if status == "not checked"
+    )
+
+
 def report(found: dict[str, dict[str, str]]) -> str:
     """The per-module table and the survivors, as Markdown."""
     lines = [
@@ -140,12 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-children", type=int, default=1, help="parallel mutant runs")
     parser.add_argument("--report-only", action="store_true", help="read an earlier run's results")
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
+    parser.add_argument("--all", action="store_true", help="test every mutant again")
+    parser.add_argument("--mutant", action="append", default=[], help="test this mutant (again)")
     args = parser.parse_args(argv)
     chosen = {name: TARGETS[name] for name in (args.only or TARGETS)}
     code = 0
     if not args.report_only:
-        layout()
-        code = run_mutmut([g for globs in chosen.values() for g in globs], args.max_children)
+        names = args.mutant or to_test(chosen, everything=args.all)
+        if not names:
+            print("every mutant has a result; --all tests them again", flush=True)
+        else:
+            layout()
+            code = run_mutmut(names, args.max_children)
     text = report(results(chosen))
     print(text)
     if args.markdown is not None:

@@ -24,11 +24,11 @@ from langchain_core.tools import tool
 import archer_agents.environments  # noqa: F401  (registers the archer ids)
 from archer_agents.environments.base import to_ascii
 from archer_agents.environments.from_tools import make_tool_env
-from archer_agents.formats.chat_templates import EMBEDDED_CHAT_TEMPLATE
 from archer_agents.formats.tool_formats import HERMES
 from archer_agents.policies.local_policy import LocalPolicy
 from archer_agents.policies.protocol import SamplingParams
-from archer_agents.training.chat_rollout import ChatPolicyActor, chat_env_factory
+from archer_agents.training.cached_rollout import CachedPolicyActor
+from archer_agents.training.chat_rollout import ChatPolicyActor, chat_actor_for, chat_env_factory
 from archer_agents.training.rollout import collect
 
 
@@ -71,7 +71,7 @@ def smollm2(smollm2_dir: Path) -> LocalPolicy:
 
 
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory: pytest.TempPathFactory) -> LocalPolicy:
+def embedded_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An embedded model whose tokenizer learned the four environments' text (as `init_model`
     builds them for a job)."""
     from archer_agents.policies.tiny_model import init_model
@@ -82,7 +82,12 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> LocalPolicy:
         for episode in collect(make, ScriptedActor("random"), 2, num_envs=1, seed=0).episodes:
             texts += [t.next_observation for t in episode.transitions]
     folder = tmp_path_factory.mktemp("embedded") / "model"
-    return LocalPolicy.from_pretrained(init_model(folder, texts, size="test"), seed=0)
+    return Path(init_model(folder, texts, size="test"))
+
+
+@pytest.fixture(scope="module")
+def embedded(embedded_dir: Path) -> LocalPolicy:
+    return LocalPolicy.from_pretrained(embedded_dir, seed=0)
 
 
 def play(policy: LocalPolicy, name: str, chat_template: str | None = None):
@@ -112,12 +117,36 @@ def test_smollm2_plays_in_its_own_template_token_exactly(smollm2, name: str) -> 
 
 @pytest.mark.parametrize("name", list(ENVIRONMENTS))
 def test_the_embedded_model_plays_in_its_own_template(embedded, name: str) -> None:
-    _, episode = play(embedded, name, EMBEDDED_CHAT_TEMPLATE)
-    if ENVIRONMENTS[name][1]:  # the project's text format: the text path's ids exactly
-        # (up to the first utterance outside printable ASCII: the environment's text shows
-        # such characters as "?", while the chat messages keep the utterance as said)
-        ascii_so_far = True
-        for t in episode.transitions:
-            if ascii_so_far:
-                assert t.prompt_token_ids == embedded.prompt_ids(t.observation)
-            ascii_so_far = ascii_so_far and to_ascii(t.action) == t.action
+    """A tokenizer without a template plays in `EMBEDDED_CHAT_TEMPLATE`, whose prompts are
+    the text path's ids (``[bos] + tokenize(observation)``) in every layout (transcript,
+    questions, page), so what the embedded model learned carries over."""
+    assert not embedded.tokenizer.chat_template
+    assert isinstance(chat_actor_for(CachedPolicyActor(embedded)), ChatPolicyActor)
+    _, episode = play(embedded, name)
+    # Up to the first utterance outside printable ASCII: the environment's text shows such
+    # characters as "?", while the chat messages keep the utterance as said.
+    ascii_so_far = True
+    for t in episode.transitions:
+        if ascii_so_far:
+            assert t.prompt_token_ids == embedded.prompt_ids(t.observation)
+        ascii_so_far = ascii_so_far and to_ascii(t.action) == t.action
+
+
+@pytest.mark.parametrize("name", list(ENVIRONMENTS))
+def test_the_embedded_models_results_carry_over_to_the_chat_path(embedded_dir, name) -> None:
+    """The same model, seed and episodes played on the text path (`CachedPolicyActor` over
+    observations) and in its chat template sample the same utterances from the same ids."""
+    make, _ = ENVIRONMENTS[name]
+    sampling = SamplingParams(max_new_tokens=6)
+    played = {}
+    for path, wrap in (("text", lambda a: a), ("chat", chat_actor_for)):
+        policy = LocalPolicy.from_pretrained(embedded_dir, seed=3)
+        actor = wrap(CachedPolicyActor(policy, sampling))
+        played[path] = collect(make, actor, 3, num_envs=2, seed=5).episodes
+    for text, chat in zip(played["text"], played["chat"], strict=True):
+        assert text.task_id == chat.task_id
+        for a, b in zip(text.transitions, chat.transitions, strict=False):
+            assert b.prompt_token_ids == a.prompt_token_ids or a.prompt_token_ids is None
+            assert (a.action, a.action_token_ids) == (b.action, b.action_token_ids)
+            if to_ascii(a.action) != a.action:
+                break  # later prompts show the raw utterance in chat form (see above)

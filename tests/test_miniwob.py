@@ -154,3 +154,27 @@ def test_confinement(env):
         lambda page: page.evaluate("() => { location.href = 'file:///etc/passwd'; }")
     )
     assert env.browser.snapshot().url.startswith(origin)
+
+
+def test_the_embedded_template_renders_the_page_as_observed(env, tiny_policy):
+    """An embedded model plays a browser task in its chat template (the ``page`` layout):
+    each turn's prompt is the text path's, the latest page only."""
+    from archer_agents.formats.conversation import ChatTemplate
+    from archer_agents.training.chat_rollout import template_of
+
+    env.use_task("click-checkboxes")
+    template = ChatTemplate(
+        tiny_policy.tokenizer,
+        env.tool_specs,
+        chat_template=template_of(tiny_policy.tokenizer),
+        template_kwargs=env.chat_template_kwargs,
+    )
+    agent = env.make_scripted_agent("expert", 0)
+    obs, info = env.reset(options={"split": "test", "task_id": str(next(iter(TEST_SEEDS)))})
+    agent.reset(obs, info)
+    for _ in range(3):
+        assert template.prompt_ids(env.chat_messages()) == tiny_policy.prompt_ids(obs)
+        obs, _, terminated, truncated, _ = env.step(agent.act(obs))
+        if terminated or truncated:
+            break
+    assert len(env.chat_messages()) >= 3 and not template.prefix_preserving

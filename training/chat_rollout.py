@@ -1,8 +1,9 @@
-"""Rollout actors for models that read their own chat template, token-exact turn by turn.
+"""Rollout actors that play in a model's chat template, token-exact turn by turn.
 
 `ChatPolicyActor` plays any `TextEnv` in chat form: each episode's opening
-messages (`TextEnv.chat_messages`, with the environment's tools) are rendered
-once by the policy's chat template, and every later prompt is the previous one
+messages (`TextEnv.chat_messages`, with the environment's tools and its
+`TextEnv.chat_template_kwargs`) are rendered once by the policy's chat template,
+and every later prompt is the previous one
 plus exactly the ids the policy sampled plus the ids of what came back
 (`archer_agents.formats.conversation.Conversation`). The transitions the
 collector writes therefore carry, per turn, the prompt ids the policy
@@ -19,6 +20,11 @@ The environment must read the model's tool-call format
 (``gym.make(env_id, tool_format=...)`` for tool environments: `chat_env_factory`). The
 observation text the environment returns (its own rendering of the same
 episode) is what the critic reads.
+
+A tokenizer without a chat template of its own (the embedded models) plays in
+`EMBEDDED_CHAT_TEMPLATE`, which renders the conversation as the environment's
+text observation: its prompts are the ids the text path gives, and it goes
+through the same actors, logs and trainers as any other model.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import Any, cast
 from archer_agents.environments.base import TextEnv
 from archer_agents.environments.tool_env import ToolCallingEnv
 from archer_agents.formats import tool_formats
+from archer_agents.formats.chat_templates import EMBEDDED_CHAT_TEMPLATE
 from archer_agents.formats.conversation import ChatTemplate, Conversation
 from archer_agents.formats.tool_calls import ToolCall, bind_positional
 from archer_agents.policies.decoding import PromptCache
@@ -43,9 +50,14 @@ logger = logging.getLogger(__name__)
 
 
 def uses_chat_template(policy: Any) -> bool:
-    """Whether a policy's tokenizer brings a chat template (and so plays in chat form)."""
+    """Whether a policy's tokenizer brings a chat template of its own (and its call format)."""
     tokenizer = getattr(policy, "tokenizer", None)
     return bool(getattr(tokenizer, "chat_template", None))
+
+
+def template_of(tokenizer: Any) -> str:
+    """The chat template a policy plays in: its tokenizer's, else the project's text format."""
+    return str(getattr(tokenizer, "chat_template", None) or EMBEDDED_CHAT_TEMPLATE)
 
 
 def chat_env_factory(factory: Callable[[], Any], tokenizer: Any) -> Callable[[], Any]:
@@ -77,19 +89,23 @@ def chat_env_factory(factory: Callable[[], Any], tokenizer: Any) -> Callable[[],
 
 
 def chat_actor_for(actor: Any) -> Any:
-    """``actor`` in chat form when the policy it samples from brings a chat template.
+    """``actor`` in chat form: every model with a tokenizer plays through one code path.
 
-    A plain sampler (`PolicyActor`, `CachedPolicyActor`) of such a policy becomes a
-    `ChatPolicyActor` with the same sampling; a sampler of a policy without a chat
-    template keeps the project's text format, as do scripted actors. Any other
-    actor over a chat-template policy (CHAI's critic-ranked one) raises `ValueError`.
+    A plain sampler (`PolicyActor`, `CachedPolicyActor`) of a policy with a tokenizer
+    becomes a `ChatPolicyActor` with the same sampling: the model's own chat
+    template renders the conversation, or, for a tokenizer without one (the
+    embedded models), `EMBEDDED_CHAT_TEMPLATE`, whose prompts are the text path's.
+    Scripted actors and policies without a tokenizer are returned as they are, and
+    so is any other actor over a policy without a template of its own (CHAI's
+    critic-ranked one reads the text observation, which is that template's
+    rendering). Such an actor over a policy with its own template raises `ValueError`.
     """
     policy = getattr(actor, "policy", None)
-    if policy is None or not uses_chat_template(policy):
+    if policy is None or getattr(policy, "tokenizer", None) is None:
         return actor
     if isinstance(actor, PolicyActor | CachedPolicyActor):
         return ChatPolicyActor(policy, actor.sampling)
-    if isinstance(actor, ChatPolicyActor):
+    if isinstance(actor, ChatPolicyActor) or not uses_chat_template(policy):
         return actor
     raise ValueError(
         f"{type(actor).__name__} samples from the project's text observations, but the policy's "
@@ -110,13 +126,13 @@ class _ChatActor:
 
     def __init__(self, tokenizer: Any, chat_template: str | None) -> None:
         self.tokenizer = tokenizer
-        self.chat_template = chat_template
+        self.chat_template = chat_template or template_of(tokenizer)
         self._templates: dict[str, ChatTemplate] = {}
         self._episodes: dict[int, _Episode] = {}
 
     def begin(self, slot: int, env: TextEnv, observation: str, info: dict[str, Any]) -> None:
         inner = cast(TextEnv, env.unwrapped)  # gymnasium's wrappers hide the chat
-        template = self._template(inner.tool_specs)
+        template = self._template(inner.tool_specs, inner.chat_template_kwargs)
         self._episodes[slot] = _Episode(inner, Conversation(template, inner.chat_messages()))
 
     def _prompts(self, slots: Sequence[int]) -> list[list[int]]:
@@ -135,11 +151,13 @@ class _ChatActor:
         for slot, generation in zip(slots, generations, strict=True):
             self._episodes[slot].last = generation
 
-    def _template(self, tools: Sequence[dict[str, Any]]) -> ChatTemplate:
-        key = repr([tool.get("name") for tool in tools])
+    def _template(self, tools: Sequence[dict[str, Any]], kwargs: dict[str, Any]) -> ChatTemplate:
+        key = repr(([tool.get("name") for tool in tools], sorted(kwargs.items())))
         template = self._templates.get(key)
         if template is None:
-            template = ChatTemplate(self.tokenizer, tools, chat_template=self.chat_template)
+            template = ChatTemplate(
+                self.tokenizer, tools, chat_template=self.chat_template, template_kwargs=kwargs
+            )
             self._templates[key] = template
         return template
 
@@ -258,5 +276,6 @@ __all__ = [
     "chat_actor_for",
     "chat_env_factory",
     "in_env_format",
+    "template_of",
     "uses_chat_template",
 ]

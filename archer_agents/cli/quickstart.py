@@ -166,6 +166,7 @@ def quickstart(
     from archer_agents.training.algorithms.archer import ArcherConfig
     from archer_agents.training.algorithms.bc import BCConfig, behaviour_clone
     from archer_agents.training.cached_rollout import CachedPolicyActor
+    from archer_agents.training.chat_rollout import chat_actor_for
     from archer_agents.training.corpus import environment_corpus
     from archer_agents.training.rollout import ScriptedActor
     from archer_agents.training.run_dir import CURVE_FILE, METRICS_FILE, POLICY_DIR
@@ -271,7 +272,7 @@ def quickstart(
             "expert", ScriptedActor("expert", seed=seed)
         )
     rows["behaviour-cloned"] = evaluate(
-        "behaviour-cloned", CachedPolicyActor(policy, archer_config.sampling)
+        "behaviour-cloned", chat_actor_for(CachedPolicyActor(policy, archer_config.sampling))
     )
     timings["eval_before_s"] = time.perf_counter() - step
     bc_return = rows["behaviour-cloned"].mean_return.mean
@@ -304,7 +305,9 @@ def quickstart(
 
     console.rule("5. after ArCHer (test split)")
     step = time.perf_counter()
-    rows["ArCHer"] = evaluate("ArCHer", CachedPolicyActor(trained, archer_config.sampling))
+    rows["ArCHer"] = evaluate(
+        "ArCHer", chat_actor_for(CachedPolicyActor(trained, archer_config.sampling))
+    )
     timings["eval_after_s"] = time.perf_counter() - step
     timings["total_s"] = time.perf_counter() - started
     order = ["random", f"{teacher} scripted (teacher)", "behaviour-cloned", "ArCHer"]

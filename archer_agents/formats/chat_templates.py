@@ -209,12 +209,20 @@ def has_tool_support(chat_template: str | None) -> bool:
     return bool(chat_template) and "tools" in str(chat_template)
 
 
-# The project's own text format as a chat template, for the embedded models: a
-# conversation renders exactly as `archer_agents.formats.prompts.render_messages`
-# renders it (what the tool-calling environments show as their observation), bos
-# first, each utterance on an "Action:" line. The rendered history holds no
-# end-of-turn token, so `Conversation` renders each turn whole (the sampled ids are
-# still the ones trained on): the prompts equal the text path's, token for token.
+# The project's own text format as a chat template, for the embedded models and any
+# tokenizer without a template of its own. The environment names its layout in the
+# template variable ``text_layout`` (`TextEnv.chat_template_kwargs`; templates that do
+# not know it ignore it), and a conversation renders exactly as that environment's
+# text observation, bos first:
+# - "transcript" (the default: the tool environments and LangChain conversations), as
+#   `archer_agents.formats.prompts.render_messages` renders it, each utterance on an
+#   "Action:" line;
+# - "questions" (the question games): "Questions:", then per turn the question (its
+#   whitespace collapsed) and the answer on one line; the rules message is not shown;
+# - "page" (MiniShop and the browser): only the latest page, the last user message.
+# The rendered history holds no end-of-turn token, so `Conversation` renders each turn
+# whole (the sampled ids are still the ones trained on): the prompts equal the text
+# path's, token for token.
 EMBEDDED_CHAT_TEMPLATE = (
     "{%- macro tools_block() -%}"
     "{%- if tools -%}Tools:{{ '\\n' }}"
@@ -232,7 +240,23 @@ EMBEDDED_CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- endif -%}"
     "{%- endmacro -%}"
+    "{%- set layout = text_layout if text_layout is defined else 'transcript' -%}"
     "{{- bos_token -}}"
+    "{%- if layout == 'page' -%}"
+    "{%- set pages = messages | selectattr('role', 'equalto', 'user') | list -%}"
+    "{%- if pages and pages[-1].content is string -%}{{ pages[-1].content }}{%- endif -%}"
+    "{%- elif layout == 'questions' -%}"
+    "Questions:{{ '\\n' }}"
+    "{%- set ns = namespace(acted=false) -%}"
+    "{%- for message in messages -%}"
+    "{%- set content = message.content if message.content is string else '' -%}"
+    "{%- if message.role == 'assistant' -%}"
+    "{{ content.split() | join(' ') }}{%- set ns.acted = true -%}"
+    "{%- elif message.role == 'user' and ns.acted -%}"
+    "{{ ' ' }}{{ content }}{{ '\\n' }}{%- set ns.acted = false -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- else -%}"
     "{%- set ns = namespace(leading=true, shown=not tools, acted=false) -%}"
     "{%- for message in messages -%}"
     "{%- set content = message.content if message.content is string else '' -%}"
@@ -257,4 +281,5 @@ EMBEDDED_CHAT_TEMPLATE = (
     "{%- endif -%}"
     "{%- endfor -%}"
     "{%- if not ns.shown -%}{{ tools_block() }}{%- endif -%}"
+    "{%- endif -%}"
 )

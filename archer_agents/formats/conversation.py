@@ -26,7 +26,8 @@ what the model said and what it will be trained on.
 This is only right for a template that is *prefix-preserving*: rendering more
 messages only appends text. `ChatTemplate` checks that once, on a probe
 conversation, when it is built. Where it fails (Qwen3's template drops the
-thinking of earlier turns, for instance), `Conversation` falls back to
+thinking of earlier turns, for instance, and the project's text format closes
+a reply with a newline, not the stop token the model sampled), `Conversation` falls back to
 rendering and tokenising the whole conversation each turn and logs it: the
 sampled ids of each turn are still the ones scored, only the history is
 re-tokenised.
@@ -73,6 +74,8 @@ class ChatTemplate:
             or ``{"type": "function", "function": {...}}``), rendered by the
             template where it supports tools.
         chat_template: a Jinja template to use instead of the tokenizer's.
+        template_kwargs: more variables for the template (as vLLM's
+            ``chat_template_kwargs``): an environment's `TextEnv.chat_template_kwargs`.
     """
 
     def __init__(
@@ -81,9 +84,11 @@ class ChatTemplate:
         tools: Sequence[Mapping[str, Any]] | None = None,
         *,
         chat_template: str | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.tools = [_as_function(tool) for tool in tools] if tools else None
+        self.template_kwargs = dict(template_kwargs or {})
         self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
         if not self.chat_template:
             raise ChatTemplateError(
@@ -111,6 +116,7 @@ class ChatTemplate:
                 chat_template=self.chat_template,
                 add_generation_prompt=add_generation_prompt,
                 tokenize=False,
+                **self.template_kwargs,
             )
         except Exception as error:  # Jinja raises whatever the template author chose
             raise ChatTemplateError(f"the chat template could not render: {error}") from error
@@ -167,15 +173,17 @@ class ChatTemplate:
 
     # -- start-up checks --------------------------------------------------------------
     def _turn_closing(self) -> str:
-        """The text between an assistant message's content and the next message."""
+        """The text between an assistant message's content and the next message.
+
+        Empty for a template that does not show the assistant's content at all (the
+        text format's page layout shows only the latest page): it renders whole.
+        """
         opening = [{"role": "user", "content": "Hello."}]
         text = self.render(
             [*opening, {"role": "assistant", "content": _PLACEHOLDER}], add_generation_prompt=False
         )
         at = text.rfind(_PLACEHOLDER)
-        if at < 0:
-            raise ChatTemplateError("the chat template does not write the assistant's content")
-        return text[at + len(_PLACEHOLDER) :]
+        return "" if at < 0 else text[at + len(_PLACEHOLDER) :]
 
     def _closing_rest(self, stopped: bool) -> str:
         """The closing, less the special token a sampled stop token already said."""
@@ -187,7 +195,15 @@ class ChatTemplate:
         return self.turn_closing
 
     def _check_prefix_preserving(self) -> bool:
-        """Whether each longer render of the probe starts with the shorter one."""
+        """Whether each longer render of the probe starts with the shorter one, and an
+        assistant turn closes with a special token (the one a sampled reply ends with).
+
+        A template whose history never shows the stop token (the project's text format
+        puts a newline after a reply, where the model sampled eos) would see that token
+        appended mid-history, which it never renders: such a template renders whole.
+        """
+        if not any(special and self.turn_closing.startswith(special) for special in self._specials):
+            return False
         # With and without a system message; a conversation opens with a user message at
         # the latest (some templates put the tools there and cannot render without one).
         for probe in (_PROBE, _PROBE[1:]):

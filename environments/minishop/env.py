@@ -50,6 +50,8 @@ class MiniShopEnv(TextEnv):
         render_mode: None or 'ansi'.
     """
 
+    text_layout = "page"
+
     def __init__(
         self,
         *,

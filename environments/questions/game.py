@@ -56,6 +56,8 @@ class QuestionGameEnv(TextEnv):
         render_mode: ``"ansi"`` returns the observation text, or None.
     """
 
+    text_layout = "questions"
+
     def __init__(
         self,
         oracle: QuestionOracle,
