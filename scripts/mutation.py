@@ -28,9 +28,11 @@ tests named ones (a survivor, once a test for it is written).
 from __future__ import annotations
 
 import argparse
+import ast
 import fnmatch
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -129,6 +131,63 @@ def to_test(globs_by_module: dict[str, list[str]], *, everything: bool) -> list[
     )
 
 
+def mutant_changes(mutants: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """Per mutant, the lines it changed: (original, mutated) pairs, read from the mutated
+    sources mutmut writes (``x_f__mutmut_orig`` beside ``x_f__mutmut_N``)."""
+    by_file: dict[Path, list[str]] = {}
+    for mutant in mutants:
+        module = mutant.rsplit(".", 1)[0]
+        by_file.setdefault(WORK / "mutants" / (module.replace(".", "/") + ".py"), []).append(mutant)
+    changes: dict[str, list[tuple[str, str]]] = {}
+    for path, names in by_file.items():
+        if not path.is_file():
+            continue
+        source = path.read_text()
+        lines = source.splitlines()
+        functions = {
+            node.name: "\n".join(lines[node.lineno - 1 : node.end_lineno])
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        }
+        for mutant in names:
+            function = mutant.rsplit(".", 1)[1]
+            original = functions.get(function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig")
+            mutated = functions.get(function)
+            if original is None or mutated is None:
+                continue
+            a = original.splitlines()[1:]  # the def lines differ by name only
+            b = mutated.splitlines()[1:]
+            changes[mutant] = [
+                (x.strip(), y.strip()) for x, y in zip(a, b, strict=False) if x != y
+            ] or [("(lines removed or added)", "")]
+    return changes
+
+
+_DEFAULT = re.compile(r"^\w+: [^=]+ = [^=]+,$")
+_LITERAL = re.compile(r"""(["'])(?:\\.|(?!\1).)*\1""")
+
+
+def kind_of(change: list[tuple[str, str]]) -> str:
+    """A survivor's kind, for reading them in groups: a message or log text, a timing or
+    other metric value, or a change of logic."""
+    for before, after in change:
+        if before.startswith(("logger.", "log.")) or "logger." in before:
+            continue
+        if _LITERAL.sub('""', before) == _LITERAL.sub('""', after.replace("None", '""')):
+            continue  # only a string literal changed, or became None (messages, names)
+        if before.startswith("raise ") or "time/" in before or "perf_counter" in before:
+            continue
+        if _DEFAULT.match(before) and _DEFAULT.match(after):
+            return "default argument"
+        return "logic"
+    lines = " ".join(before for before, _ in change)
+    if "logger." in lines:
+        return "log message"
+    if "time/" in lines or "perf_counter" in lines:
+        return "timing metric"
+    return "message or name text"
+
+
 def report(found: dict[str, dict[str, str]]) -> str:
     """The per-module table and the survivors, as Markdown."""
     lines = [
@@ -147,8 +206,18 @@ def report(found: dict[str, dict[str, str]]) -> str:
             f"{counts['timeout']} | {other} | {score} |"
         )
         survivors += [m for m, status in sorted(statuses.items()) if status == "survived"]
-    lines += ["", f"Surviving mutants ({len(survivors)}):", ""]
-    lines += [f"- `{m}`" for m in survivors] or ["- none"]
+    changes = mutant_changes(survivors)
+    kinds = {m: kind_of(changes[m]) if m in changes else "unread" for m in survivors}
+    lines += ["", f"Surviving mutants ({len(survivors)}), by kind:", ""]
+    for kind, count in sorted(Counter(kinds.values()).items()):
+        lines.append(f"- {kind}: {count}")
+    for kind in sorted(set(kinds.values())):
+        lines += ["", f"### {kind}", ""]
+        for m in (m for m in survivors if kinds[m] == kind):
+            shown = "; ".join(f"`{a}` -> `{b}`" for a, b in changes.get(m, [])[:2])
+            lines.append(f"- `{m.rsplit('.', 1)[1]}`: {shown}" if shown else f"- `{m}`")
+    if not survivors:
+        lines.append("- none")
     return "\n".join(lines) + "\n"
 
 
