@@ -12,6 +12,12 @@
 
 Prints one summary and exits non-zero if a check fails. Run it through
 ``bash scripts/gpu_check.sh`` (which builds vLLM's environment first).
+
+Without a GPU it runs on the CPU, with vLLM's CPU build in ``.venv-vllm``: a dry
+run of the same path before renting a GPU. ``--adapter DIR`` starts from a LoRA
+adapter already taught the task (e.g. ``.cache/smollm2-tools-run/policy`` from
+the benchmark) instead of cloning one, and ``--episodes`` shrinks the ArCHer
+iterations, so the dry run takes minutes on two cores rather than an hour.
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ def main() -> int:
     parser.add_argument("--model", help="SmolLM2 folder (default: converted into .cache/)")
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--vllm-python", default=str(REPO / ".venv-vllm/bin/python"))
+    parser.add_argument("--adapter", help="a LoRA adapter of SmolLM2 to start from (no cloning)")
+    parser.add_argument("--bc-steps", type=int, default=60, help="behaviour cloning steps")
+    parser.add_argument("--episodes", type=int, default=32, help="episodes per ArCHer iteration")
     args = parser.parse_args()
 
     import gymnasium as gym
@@ -70,14 +79,22 @@ def main() -> int:
     started = time.perf_counter()
 
     folder = bench.model_dir(args.model)
-    policy = LocalPolicy.from_pretrained(
-        folder, lora=LoraSettings(r=16, alpha=32, dropout=0.0), device=device, seed=0
-    )
-    factory = chat_env_factory(lambda: gym.make(bench.ENV_ID), policy.tokenizer)
-    expert = collect(factory, ChatScriptedActor("expert", policy.tokenizer), 66, seed=0).episodes
-    behaviour_clone(
-        policy, expert, BCConfig(steps=60, batch_size=16, learning_rate=1e-3, warmup_steps=5)
-    )
+    if args.adapter:  # an adapter of this base, already taught the task
+        policy = LocalPolicy.from_pretrained(args.adapter, device=device, seed=0)
+        factory = chat_env_factory(lambda: gym.make(bench.ENV_ID), policy.tokenizer)
+    else:
+        policy = LocalPolicy.from_pretrained(
+            folder, lora=LoraSettings(r=16, alpha=32, dropout=0.0), device=device, seed=0
+        )
+        factory = chat_env_factory(lambda: gym.make(bench.ENV_ID), policy.tokenizer)
+        expert = collect(
+            factory, ChatScriptedActor("expert", policy.tokenizer), 66, seed=0
+        ).episodes
+        behaviour_clone(
+            policy,
+            expert,
+            BCConfig(steps=args.bc_steps, batch_size=16, learning_rate=1e-3, warmup_steps=5),
+        )
     summary["bc_s"] = round(time.perf_counter() - started, 1)
 
     work = Path(tempfile.mkdtemp(prefix="archer-gpu-check-"))
@@ -92,7 +109,7 @@ def main() -> int:
         summary["vllm_start_s"] = round(vllm.startup_seconds or 0.0, 1)
         summary["tool_call_parser"] = vllm.command()[vllm.command().index("--tool-call-parser") + 1]
 
-        archer = Archer(bench.archer_config(40, batch=32, warmup=1), policy)
+        archer = Archer(bench.archer_config(40, batch=args.episodes, warmup=1), policy)
         served = ServedAlgorithm.connect(archer, vllm.url, work / "registry", keep=1)
         iterations: list[dict[str, float]] = []
         trainer = Trainer(
@@ -101,8 +118,8 @@ def main() -> int:
             work / "run",
             TrainerConfig(
                 iterations=args.iterations,
-                episodes_per_iteration=32,
-                num_envs=32,
+                episodes_per_iteration=args.episodes,
+                num_envs=args.episodes,
                 eval_every=0,
                 eval_episodes=1,
                 checkpoint_every=0,
