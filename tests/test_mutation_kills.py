@@ -11,7 +11,7 @@ named in its docstring:
 - a good checkpoint loads with `load_checkpoint`'s defaults (every earlier test
   loaded through `load_latest` or refused a bad folder), and a checkpoint
   problem is shortened only when it is long;
-- `critic_loss` and `advantage` refuse an input whose batch differs (a one-row
+- `critic_loss`, `iql_critic_loss` and `advantage` refuse an input whose batch differs (a one-row
   tensor would broadcast silently), naming it.
 """
 
@@ -30,7 +30,7 @@ from archer_agents.policies.protocol import SamplingParams
 from archer_agents.serving.model_engine import Batcher, ModelEngine
 from archer_agents.training.algorithms.archer import Archer, ArcherConfig
 from archer_agents.training.checkpoint import _one_line, load_checkpoint, save_checkpoint
-from archer_agents.training.losses import advantage, critic_loss
+from archer_agents.training.losses import advantage, critic_loss, iql_critic_loss
 
 
 def test_the_batcher_waits_its_window_and_samples_a_later_request_with_the_first(
@@ -112,22 +112,37 @@ def test_a_good_checkpoint_loads_with_the_defaults_and_long_problems_are_shorten
 CRITIC_INPUTS = ["q_pred", "v_pred", "rewards", "dones", "target_v_next", "target_q_pi"]
 
 
-@pytest.mark.parametrize("wrong", CRITIC_INPUTS)
-def test_critic_loss_names_an_input_whose_batch_is_one_row(wrong: str) -> None:
-    """Kills the shape-check mutants of `critic_loss` (a check skipped, or its name lost).
-    A one-row tensor is the dangerous case: torch would broadcast it over the batch."""
-    inputs = {
+def critic_inputs(last: str) -> dict[str, torch.Tensor]:
+    """A batch of 3 for a critic loss; ``last`` names its target Q (ArCHer's at the
+    policy's sample, ``target_q_pi``, or IQL's at the data action, ``target_q_data``)."""
+    return {
         "q_pred": torch.zeros(3, 2),
         "v_pred": torch.zeros(3, 2),
         "rewards": torch.zeros(3),
         "dones": torch.zeros(3),
         "target_v_next": torch.zeros(3, 2),
-        "target_q_pi": torch.zeros(3, 2),
+        last: torch.zeros(3, 2),
     }
+
+
+@pytest.mark.parametrize("wrong", CRITIC_INPUTS)
+def test_critic_loss_names_an_input_whose_batch_is_one_row(wrong: str) -> None:
+    """Kills the shape-check mutants of `critic_loss` (a check skipped, or its name lost).
+    A one-row tensor is the dangerous case: torch would broadcast it over the batch."""
+    inputs = critic_inputs("target_q_pi")
     inputs[wrong] = inputs[wrong][:1]
     named = "v_pred" if wrong == "q_pred" else wrong  # q_pred sets the batch: v_pred differs
     with pytest.raises(ValueError, match=rf"^{named} "):
         critic_loss(**inputs, gamma=0.9)
+
+
+@pytest.mark.parametrize("wrong", ["v_pred", "target_v_next", "target_q_data"])
+def test_iql_critic_loss_names_an_input_whose_batch_is_one_row(wrong: str) -> None:
+    """The same for offline ArCHer's critic (`iql_critic_loss`)."""
+    inputs = critic_inputs("target_q_data")
+    inputs[wrong] = inputs[wrong][:1]
+    with pytest.raises(ValueError, match=rf"^{wrong} "):
+        iql_critic_loss(**inputs, gamma=0.9)
 
 
 @pytest.mark.parametrize("wrong", ["q_pi", "v"])

@@ -34,7 +34,6 @@ from archer_agents.training.checkpoint import (
 from archer_agents.training.losses import (
     awr_actor_loss,
     expectile_loss,
-    iql_critic_loss,
     ppo_policy_loss,
     token_baseline_loss,
     value_loss,
@@ -138,21 +137,9 @@ def test_awr_weights_defaults_and_bounds() -> None:
         awr_actor_loss(logp, advantages, max_weight=0.0)
 
 
-def test_the_expectile_refuses_zero_and_iql_names_a_one_row_input() -> None:
+def test_the_expectile_must_lie_strictly_between_zero_and_one() -> None:
     with pytest.raises(ValueError, match="expectile must lie in"):
         expectile_loss(torch.ones(2), 0.0)
-    inputs = {
-        "q_pred": torch.zeros(3, 2),
-        "v_pred": torch.zeros(3, 2),
-        "rewards": torch.zeros(3),
-        "dones": torch.zeros(3),
-        "target_v_next": torch.zeros(3, 2),
-        "target_q_data": torch.zeros(3, 2),
-    }
-    for wrong in ("v_pred", "target_v_next", "target_q_data"):
-        bad = {**inputs, wrong: inputs[wrong][:1]}
-        with pytest.raises(ValueError, match=rf"^{wrong} "):
-            iql_critic_loss(**bad, gamma=0.9)
 
 
 # -- ArCHer's actor step -----------------------------------------------------------------
