@@ -8,6 +8,7 @@ Each pins a behaviour no earlier test checked:
 - ArCHer's actor step: micro-batches give the whole batch's update, and the options
   that shape it (advantage normalisation and clipping, the KL anchor, the token
   baseline) each change it;
+- ArCHer's critic batches of whole episodes, when asked for;
 - ArCHer's state round trip with a token baseline and a KL anchor, and the modules
   it holds;
 - checkpoints: how many are kept, and which folders count as checkpoints.
@@ -271,6 +272,28 @@ def test_the_episode_count_follows_the_buffer(tiny_policy: LocalPolicy) -> None:
         assert archer._episode_transitions == kept
         assert 0 < kept <= len(archer.buffer)
     assert len(archer.buffer) == 50  # the oldest were evicted, with their episodes
+
+
+@pytest.mark.parametrize("batches", ["episodes", "transitions"])
+def test_the_critic_draws_whole_episodes_only_when_asked(tiny_policy, batches) -> None:
+    """Kills the `critic_step` mutants that lose ``critic_batches="episodes"`` (``grouped``
+    forced off, negated or compared with another string): the critic's batch comes from
+    `_episode_batch` exactly when episodes were asked for."""
+    archer = Archer(ArcherConfig(**{**STEP, "critic_batches": batches}), tiny_policy)
+    factory = make_env_factory("archer/TwentyQuestions-v0")
+    archer.observe(collect(factory, archer.actor(), 2, num_envs=2, seed=0).episodes)
+    drawn: list[int] = []
+    episode_batch = archer._episode_batch
+
+    def spy() -> list:
+        batch = episode_batch()
+        drawn.append(len(batch))
+        return batch
+
+    archer._episode_batch = spy  # type: ignore[method-assign]
+    metrics = archer.critic_step()
+    assert bool(drawn) == (batches == "episodes")
+    assert math.isfinite(metrics["critic_loss"])
 
 
 # -- checkpoints -------------------------------------------------------------------------
