@@ -5,7 +5,10 @@ named in its docstring:
 
 - the local server's `Batcher` waits its window for a request that arrives
   after the first one and samples both in one call (a window of zero, or a call
-  counter that does not start at zero, passed every server test);
+  counter that does not start at zero, passed every server test); takes every
+  queued request that fits; runs a seeded request alone, so its seed gives the
+  same completion whatever arrives beside it; and fails each request of a failed
+  call with the error;
 - ArCHer's actor batch from the newest rollout holds about ``actor_batch_size``
   turns (counting only the last episode drawn took the whole rollout);
 - a good checkpoint loads with `load_checkpoint`'s defaults (every earlier test
@@ -65,6 +68,83 @@ def test_the_batcher_waits_its_window_and_samples_a_later_request_with_the_first
 
     batches, gathered, rows = asyncio.run(scenario())
     assert (batches, gathered, rows) == (1, 2, [1, 1])
+
+
+def _batch(engine: ModelEngine, jobs: list[dict], *, max_rows: int):
+    """Run ``jobs`` (submit keyword arguments) through a `Batcher`, all queued before it
+    starts; returns its generate calls and each job's result (or exception)."""
+
+    async def scenario() -> tuple[int, list]:
+        with ThreadPoolExecutor(1) as executor:
+            batcher = Batcher(engine, executor, max_rows=max_rows, wait_s=60.0)
+            tasks = [asyncio.create_task(batcher.submit(**job)) for job in jobs]
+            for _ in range(50):  # every submission is in the queue before the batcher runs
+                await asyncio.sleep(0)
+            runner = asyncio.create_task(batcher.run())
+            results = await asyncio.wait_for(
+                asyncio.gather(*tasks, return_exceptions=True), timeout=120
+            )  # a guard against a hang, not a timing assertion
+            runner.cancel()
+            return batcher.batches, results
+
+    return asyncio.run(scenario())
+
+
+def test_queued_requests_that_fit_share_one_call(tiny_policy: LocalPolicy) -> None:
+    """Kills ``break`` for ``continue`` in `Batcher.run`: every request already queued
+    joins the batch while it has room, not just the second one."""
+    engine = ModelEngine(tiny_policy, seed=0)
+    prompt = tiny_policy.prompt_ids("Questions:\n")
+    job = {
+        "prompts": [prompt],
+        "sampling": SamplingParams(temperature=1.0, max_new_tokens=2),
+        "adapter": None,
+        "seed": None,
+        "top_logprobs": 0,
+    }
+    calls, results = _batch(engine, [job, job, job], max_rows=3)
+    assert calls == 1 and [len(rows) for rows in results] == [1, 1, 1]
+
+
+def test_a_seeded_request_samples_the_same_beside_others(tiny_policy: LocalPolicy) -> None:
+    """Kills the `_groups` mutant that batches a seeded request with unseeded ones: its
+    seed must give the same completion whatever else arrives with it."""
+    engine = ModelEngine(tiny_policy, seed=0)
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=8)
+    seeded = {
+        "prompts": [tiny_policy.prompt_ids("Questions:\n")],
+        "sampling": sampling,
+        "adapter": None,
+        "seed": 7,
+        "top_logprobs": 0,
+    }
+    other = {**seeded, "prompts": [tiny_policy.prompt_ids("Questions:\nIs it red? No.\n")]}
+    _, alone = _batch(engine, [seeded], max_rows=1)
+    # Three rows fill the batch at once (no window to wait out).
+    calls, together = _batch(engine, [other, {**other, "seed": None}, seeded], max_rows=3)
+    assert calls == 3  # each seeded job alone, the unseeded one alone
+    assert together[2][0].generation.token_ids == alone[0][0].generation.token_ids
+
+
+def test_a_failed_generate_call_fails_each_of_its_requests(tiny_policy: LocalPolicy) -> None:
+    """Kills the `_run_group` mutants that leave a request waiting forever (``if
+    job.future.done()``) or fail it without the error (``set_exception(None)``)."""
+
+    class Broken(ModelEngine):
+        def generate(self, *args, **kwargs):
+            raise RuntimeError("the model is gone")
+
+    job = {
+        "prompts": [tiny_policy.prompt_ids("Questions:\n")],
+        "sampling": SamplingParams(max_new_tokens=2),
+        "adapter": None,
+        "seed": None,
+        "top_logprobs": 0,
+    }
+    calls, results = _batch(Broken(tiny_policy, seed=0), [job, job], max_rows=2)
+    assert calls == 0 and len(results) == 2
+    for result in results:
+        assert isinstance(result, RuntimeError) and str(result) == "the model is gone"
 
 
 def test_an_actor_batch_from_the_newest_rollout_holds_about_actor_batch_size_turns(
