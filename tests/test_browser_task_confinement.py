@@ -92,8 +92,15 @@ def test_model_navigation_off_the_origins_is_blocked(env) -> None:
     before = info["blocked_requests"]
     box = env.snapshot.find("textbox", "Query")[0].element_id
     env.step(f'fill("{box}", "secret")')
-    obs, *_, info = env.step('press("Enter")')  # a form sent off the origins
-    assert info["blocked_requests"] == before + 1
+    env.step('press("Enter")')  # a form sent off the origins
+    # The submission's request leaves the page after the key press returns; each
+    # evaluate lets the page run and the blocking handler see it. The bound only
+    # guards against a hang: no timing is asserted.
+    for _ in range(200):
+        if env.blocked_requests > before:
+            break
+        env.browser.evaluate("() => new Promise((done) => setTimeout(done, 10))")
+    assert env.blocked_requests == before + 1
     assert env.browser.blocked_urls[-1] == f"{OUTSIDE}/collect?q=secret"
 
 

@@ -64,11 +64,12 @@ def served_trainer(model_dir: Path, url: str, run_dir: Path, iterations: int) ->
 
 
 def rescore(policy: LocalPolicy, episodes) -> float:
-    """The largest gap between recorded logprobs and ``policy``'s, over every turn."""
+    """The largest gap between recorded logprobs and ``policy``'s, over every turn, on the
+    prompt ids each turn was sampled from."""
     gap = 0.0
     with torch.no_grad():
         for t in (t for e in episodes for t in e.transitions):
-            (scores,) = policy.log_probs([t.observation], [t.action_token_ids])
+            (scores,) = policy.log_probs([t.prompt_token_ids], [t.action_token_ids])
             gap = max(gap, (scores - torch.tensor(t.action_logprobs)).abs().max().item())
     return gap
 
