@@ -33,6 +33,7 @@ from archer_agents.training.checkpoint import (
     save_checkpoint,
 )
 from archer_agents.training.losses import (
+    actor_loss,
     awr_actor_loss,
     expectile_loss,
     ppo_policy_loss,
@@ -43,7 +44,7 @@ from archer_agents.training.rollout import collect, make_env_factory
 
 # -- the baselines' losses, by hand ------------------------------------------------------
 
-NEW = [torch.tensor([-0.2, -1.5, -0.7]), torch.tensor([-2.0]), torch.tensor([-0.1, -0.9])]
+NEW = [torch.tensor([-0.2, -1.5, -0.6]), torch.tensor([-2.0]), torch.tensor([-0.1, -0.9])]
 OLD = [torch.tensor([-0.9, -1.4, -0.2]), torch.tensor([-1.2]), torch.tensor([-0.1, -1.6])]
 ADV = torch.tensor([1.5, -0.8, 0.6])
 
@@ -83,6 +84,21 @@ def test_ppo_policy_loss_and_its_metrics_are_the_clipped_surrogate(level: str) -
         assert metrics[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
     loss.backward()
     assert all(t.grad is not None for t in new)
+
+
+def test_the_actor_losss_metrics_and_visit_guard_by_hand() -> None:
+    """Kills ``sum(dim=None)`` in the ``logprob_mean`` metric and ``> 1`` for ``> 0`` in
+    the visit guard: a rare utterance with any positive weight is held back."""
+    logp = [torch.tensor([-1.0, -2.0]), torch.tensor([-0.5])]
+    _, metrics = actor_loss(
+        logp,
+        torch.tensor([0.5, 0.5]),
+        visit_counts=torch.tensor([1, 100]),
+        min_visits=10,
+    )
+    assert metrics["logprob_mean"] == pytest.approx((-3.0 - 0.5) / 2)
+    assert metrics["guarded_fraction"] == pytest.approx(0.5)  # the rare one, raised
+    assert metrics["pg_loss"] == pytest.approx(-(0.0 + 0.5 * -0.5) / 2)
 
 
 def test_ppo_refuses_a_clip_of_zero() -> None:
