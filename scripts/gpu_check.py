@@ -81,12 +81,12 @@ def main() -> int:
     folder = bench.model_dir(args.model)
     if args.adapter:  # an adapter of this base, already taught the task
         policy = LocalPolicy.from_pretrained(args.adapter, device=device, seed=0)
-        factory = chat_env_factory(lambda: gym.make(bench.ENV_ID), policy.tokenizer)
     else:
         policy = LocalPolicy.from_pretrained(
             folder, lora=LoraSettings(r=16, alpha=32, dropout=0.0), device=device, seed=0
         )
-        factory = chat_env_factory(lambda: gym.make(bench.ENV_ID), policy.tokenizer)
+    factory = chat_env_factory(lambda: gym.make(bench.ENV_ID), policy.tokenizer)
+    if not args.adapter:
         expert = collect(
             factory, ChatScriptedActor("expert", policy.tokenizer), 66, seed=0
         ).episodes

@@ -27,10 +27,10 @@ This is only right for a template that is *prefix-preserving*: rendering more
 messages only appends text. `ChatTemplate` checks that once, on a probe
 conversation, when it is built. Where it fails (Qwen3's template drops the
 thinking of earlier turns, for instance, and the project's text format closes
-a reply with a newline, not the stop token the model sampled), `Conversation` falls back to
-rendering and tokenising the whole conversation each turn and logs it: the
-sampled ids of each turn are still the ones scored, only the history is
-re-tokenised.
+a reply with a newline, not the stop token the model sampled), `Conversation`
+falls back to rendering and tokenising the whole conversation each turn and
+logs it: the sampled ids of each turn are still the ones scored, only the
+history is re-tokenised.
 """
 
 from __future__ import annotations
